@@ -1,0 +1,37 @@
+"""API plumbing shared by the apps' views."""
+
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
+from rest_framework import serializers
+from rest_framework.pagination import PageNumberPagination
+
+
+class PositiveQuantityField(serializers.IntegerField):
+    """A JSON integer of at least 1: no strings, floats or booleans."""
+
+    default_error_messages = {"invalid": "Must be a positive integer.", "min_value": "Must be a positive integer."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class _CountingPaginator(Paginator):
+    """Counts with the query set's own count(): mongoengine would otherwise load every row for len()."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.count()
+
+
+class Pagination(PageNumberPagination):
+    django_paginator_class = _CountingPaginator
+    page_size_query_param = "page_size"
+    max_page_size = 500

@@ -1,0 +1,160 @@
+"""One settings file, read through django-environ.
+
+Development defaults point at the services `scripts/services start` runs, so
+`manage.py` works with no `.env`. A `.env` file is read only when
+DJANGO_READ_DOT_ENV_FILE=true.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
+    env.read_env(str(BASE_DIR / ".env"))
+
+# GENERAL
+# ------------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+TIME_ZONE = "UTC"
+USE_TZ = True
+LANGUAGE_CODE = "en-us"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# SECURITY
+# ------------------------------------------------------------------------------
+_DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
+if not DEBUG and SECRET_KEY in ("", _DEV_SECRET_KEY):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a real secret when DJANGO_DEBUG is false")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+# APPS
+# ------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "eventing",
+    "orders",
+    "inventory",
+]
+
+MIDDLEWARE = [
+    "eventing.middleware.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "build" / "static"
+
+# DATABASES
+# ------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # WAL lets the web server, relay and consumers read while one writes;
+            # IMMEDIATE takes the write lock at BEGIN so two writers queue on the
+            # busy timeout instead of failing a lock upgrade mid-transaction.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+    )
+    DATABASES["default"].setdefault("TEST", {})
+    if env("DJANGO_TEST_DB_NAME", default=""):
+        DATABASES["default"]["TEST"]["NAME"] = env("DJANGO_TEST_DB_NAME")
+
+# REDIS / EVENTING
+# ------------------------------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6380/0")
+EVENTING_STREAM = env("EVENTING_STREAM", default="events-stream")
+# Entries per XREADGROUP call, and how long one call blocks waiting for new ones.
+# The block time also bounds how long SIGTERM waits for an idle consumer.
+EVENTING_READ_COUNT = env.int("EVENTING_READ_COUNT", default=100)
+EVENTING_BLOCK_MS = env.int("EVENTING_BLOCK_MS", default=1000)
+# Outbox rows the relay publishes per pipelined XADD round trip.
+EVENTING_RELAY_BATCH_SIZE = env.int("EVENTING_RELAY_BATCH_SIZE", default=500)
+# How often the relay looks for unpublished rows when it found none last time.
+EVENTING_RELAY_POLL_SECONDS = env.float("EVENTING_RELAY_POLL_SECONDS", default=0.2)
+# Rows younger than this are left to the process that committed them, which
+# publishes right after commit; the relay takes what that process failed to.
+EVENTING_RELAY_GRACE_SECONDS = env.float("EVENTING_RELAY_GRACE_SECONDS", default=2.0)
+# Socket timeout for Redis calls made right after a commit: a request must not
+# hang on a dead Redis, the relay publishes the rows later.
+EVENTING_PUBLISH_TIMEOUT_SECONDS = env.float("EVENTING_PUBLISH_TIMEOUT_SECONDS", default=0.5)
+
+# MONGODB
+# ------------------------------------------------------------------------------
+MONGODB_URI = env("MONGODB_URI", default="mongodb://127.0.0.1:27018/eventmono")
+MONGODB_TIMEOUT_MS = env.int("MONGODB_TIMEOUT_MS", default=5000)
+
+# DJANGO REST FRAMEWORK
+# ------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "config.exceptions.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
+    "PAGE_SIZE": 50,
+}
+
+# LOGGING
+# ------------------------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation_id": {"()": "eventing.context.CorrelationIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["correlation_id"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}

@@ -1,0 +1,200 @@
+"""The consumer runtime: one consumer group reading one stream.
+
+It creates its group when missing, first re-reads the entries still pending
+under its own name (delivered before a crash, never acked), then reads new
+ones in batches. Each event goes to the handlers registered for this consumer
+and its type; the entry is acked only after their effects are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, transaction
+from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
+
+from eventing import context, registry
+from eventing.events import Envelope, EventError
+from eventing.models import ProcessedEvent
+from eventing.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[str, str]]
+
+# Failures of the infrastructure rather than of the event: the event is not at
+# fault, so it stays pending and the consumer backs off until the store is back.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionFailure,
+    AutoReconnect,
+    ServerSelectionTimeoutError,
+    ExecutionTimeout,
+)
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class TransientFailure(Exception):
+    """Processing stopped because a backing service is unavailable."""
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        stream: str | None = None,
+        count: int | None = None,
+        block_ms: int | None = None,
+        consumer_id: str | None = None,
+    ) -> None:
+        if name not in registry.consumer_names():
+            raise ValueError(f"unknown consumer {name!r}; known: {', '.join(registry.consumer_names())}")
+        self.name = name
+        self.group = name
+        self.stream = stream or settings.EVENTING_STREAM
+        self.count = count or settings.EVENTING_READ_COUNT
+        self.block_ms = block_ms if block_ms is not None else settings.EVENTING_BLOCK_MS
+        self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
+        # The socket must outlive the server-side BLOCK.
+        self.redis = get_redis(socket_timeout=self.block_ms / 1000 + 10)
+        self.processed = 0
+
+    # -- Redis plumbing -------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            logger.info("created consumer group %s on %s", self.group, self.stream)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, last_id: str) -> list[Entry]:
+        try:
+            response = self.redis.xreadgroup(
+                self.group,
+                self.consumer_id,
+                {self.stream: last_id},
+                count=self.count,
+                block=None if last_id != ">" else self.block_ms,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning("stream %s or group %s disappeared; recreating it", self.stream, self.group)
+            self.ensure_group()
+            return []
+        if not response:
+            return []
+        _stream, entries = response[0]
+        # A pending entry that was trimmed away comes back with no fields.
+        return [(entry_id, fields or {}) for entry_id, fields in entries]
+
+    # -- Processing -----------------------------------------------------------
+
+    def handle(self, entry_id: str, fields: dict[str, str]) -> bool:
+        """Apply one entry. True when it may be acked."""
+        try:
+            envelope = Envelope.from_json(fields.get("data", ""))
+        except EventError as exc:
+            logger.error(
+                "%s: entry %s on %s cannot be decoded, left pending: %s", self.name, entry_id, self.stream, exc
+            )
+            return False
+        handlers = registry.handlers_for(self.name, envelope.type)
+        if not handlers:
+            return True  # not an event this consumer cares about
+        envelope = Envelope(**{**vars(envelope), "stream": self.stream, "entry_id": entry_id})
+        with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
+            try:
+                event = envelope.event()
+                self._apply(envelope, event, handlers)
+            except TRANSIENT_ERRORS as exc:
+                raise TransientFailure(str(exc)) from exc
+            except Exception:
+                logger.exception(
+                    "%s: handling %s %s (entry %s) failed; left pending",
+                    self.name,
+                    envelope.type,
+                    envelope.id,
+                    entry_id,
+                )
+                return False
+        return True
+
+    def _apply(self, envelope: Envelope, event: object, handlers: Iterable[registry.Handler]) -> None:
+        transactional = [h for h in handlers if not h.idempotent]
+        idempotent = [h for h in handlers if h.idempotent]
+        if transactional:
+            with transaction.atomic():
+                _, first_time = ProcessedEvent.objects.get_or_create(consumer=self.name, event_id=envelope.id)
+                if first_time:
+                    for handler in transactional:
+                        handler.func(event, envelope)
+                else:
+                    logger.info(
+                        "%s: %s %s already applied; skipping the duplicate", self.name, envelope.type, envelope.id
+                    )
+        for handler in idempotent:
+            handler.func(event, envelope)
+        logger.debug("%s: applied %s %s", self.name, envelope.type, envelope.id)
+
+    def process(self, entries: list[Entry]) -> int:
+        """Handle a batch and ack what was applied. Returns how many were acked.
+
+        On a transient failure the rest of the batch stays pending (acking what
+        already succeeded) and TransientFailure propagates.
+        """
+        close_old_connections()
+        done: list[str] = []
+        try:
+            for entry_id, fields in entries:
+                if self.handle(entry_id, fields):
+                    done.append(entry_id)
+        finally:
+            if done:
+                self.redis.xack(self.stream, self.group, *done)
+                self.processed += len(done)
+        return len(done)
+
+    def drain_pending(self, stop: threading.Event) -> None:
+        """Re-read this consumer's own pending entries, oldest first."""
+        last_id = "0"
+        while not stop.is_set():
+            entries = self.read(last_id)
+            if not entries:
+                return
+            logger.info("%s: re-processing %d pending entr(y/ies)", self.name, len(entries))
+            self.process(entries)
+            last_id = entries[-1][0]
+
+    def run(self, *, stop: threading.Event, until_idle: bool = False) -> None:
+        """Consume until ``stop`` is set; with ``until_idle``, also return once a read comes back empty."""
+        backoff = 0.0
+        logger.info("consumer %s (%s) reading %s", self.name, self.consumer_id, self.stream)
+        while not stop.is_set():
+            try:
+                self.ensure_group()
+                self.drain_pending(stop)
+                while not stop.is_set():
+                    entries = self.read(">")
+                    if entries:
+                        self.process(entries)
+                    elif until_idle:
+                        return
+                    backoff = 0.0
+            except (redis.ConnectionError, redis.TimeoutError, TransientFailure, DatabaseError) as exc:
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
+                logger.error("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
+                stop.wait(backoff)
+        logger.info("consumer %s stopped after %d event(s)", self.name, self.processed)

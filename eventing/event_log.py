@@ -1,0 +1,60 @@
+"""The event log: every event exactly once, keyed by its id."""
+
+from mongoengine import DateTimeField, DictField, Document, IntField, StringField
+
+from eventing.events import Envelope, utcnow
+from eventing.mongo import insert_once
+
+
+class EventRecord(Document):
+    id = StringField(primary_key=True)
+    type = StringField(required=True)
+    version = IntField(required=True)
+    occurred_at = DateTimeField(required=True)
+    correlation_id = StringField(required=True)
+    causation_id = StringField(null=True)
+    aggregate_type = StringField(required=True)
+    aggregate_id = StringField(required=True)
+    aggregate_version = IntField(required=True)
+    data = DictField()
+    stream = StringField()
+    stream_entry_id = StringField()
+    # The entry id split into numbers, so the log sorts in stream order.
+    stream_ms = IntField()
+    stream_seq = IntField()
+    recorded_at = DateTimeField()
+
+    meta = {
+        "collection": "event_log",
+        "indexes": [
+            "correlation_id",
+            ("aggregate_type", "aggregate_id", "aggregate_version"),
+            "type",
+            "occurred_at",
+        ],
+        "ordering": ["occurred_at", "stream_ms", "stream_seq"],
+    }
+
+
+def event_log_append(*, envelope: Envelope) -> None:
+    ms, seq = (int(part) for part in (envelope.entry_id or "0-0").split("-"))
+    insert_once(
+        EventRecord,
+        key=envelope.id,
+        fields={
+            "type": envelope.type,
+            "version": envelope.version,
+            "occurred_at": envelope.occurred_at,
+            "correlation_id": envelope.correlation_id,
+            "causation_id": envelope.causation_id,
+            "aggregate_type": envelope.aggregate_type,
+            "aggregate_id": envelope.aggregate_id,
+            "aggregate_version": envelope.aggregate_version,
+            "data": envelope.data,
+            "stream": envelope.stream,
+            "stream_entry_id": envelope.entry_id,
+            "stream_ms": ms,
+            "stream_seq": seq,
+            "recorded_at": utcnow(),
+        },
+    )

@@ -1,0 +1,54 @@
+import signal
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from eventing import registry
+from eventing.consumer import StreamConsumer
+
+
+class Command(BaseCommand):
+    help = "Run one event consumer (its own consumer group) until SIGTERM or SIGINT."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", nargs="?", help="Consumer to run; see --list.")
+        parser.add_argument("--list", action="store_true", help="List the consumers and the events each handles.")
+        parser.add_argument("--stream", help="Stream to read (default: settings.EVENTING_STREAM).")
+        parser.add_argument("--count", type=int, help="Entries per read (default: settings.EVENTING_READ_COUNT).")
+        parser.add_argument(
+            "--block-ms", type=int, help="How long one read blocks (default: settings.EVENTING_BLOCK_MS)."
+        )
+        parser.add_argument("--consumer-id", help="Name within the group (default: host-pid).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["list"]:
+            for name in registry.consumer_names():
+                types = sorted({h.event_type for h in registry.consumer_handlers(name)})
+                self.stdout.write(f"{name}: {', '.join(types)}")
+            return
+        if not options["name"]:
+            raise CommandError(f"name a consumer: {', '.join(registry.consumer_names())} (or --list)")
+        for option in ("count", "block_ms"):
+            if options[option] is not None and options[option] < (1 if option == "count" else 0):
+                raise CommandError(f"--{option.replace('_', '-')} must be positive")
+        try:
+            consumer = StreamConsumer(
+                name=options["name"],
+                stream=options["stream"],
+                count=options["count"],
+                block_ms=options["block_ms"],
+                consumer_id=options["consumer_id"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+        stop = threading.Event()
+
+        def request_stop(signum: int, _frame: object) -> None:
+            self.stderr.write(f"{signal.Signals(signum).name}: finishing the current batch, then stopping")
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        consumer.run(stop=stop)

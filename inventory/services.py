@@ -1,0 +1,163 @@
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from django.db import transaction
+from django.db.models import F
+
+from config.exceptions import InvalidInput, NotFound
+from inventory import signals
+from inventory.events import (
+    ItemStateData,
+    ReservedLineData,
+    ShortfallData,
+    StockAdded,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from inventory.models import Reservation, StockItem
+
+logger = logging.getLogger(__name__)
+
+# Keeps on_hand within a 32-bit integer column on every supported database.
+MAX_ON_HAND = 1_000_000_000
+
+
+class StockItemNotFound(NotFound):
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"No stock item with sku {sku!r}.")
+
+
+class ReservationConflict(RuntimeError):
+    """A guarded update found less stock than the locked read did; the transaction rolls back."""
+
+
+def _check_quantity(quantity: int, *, on_hand: int = 0) -> None:
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise InvalidInput({"quantity": ["Must be a positive integer."]})
+    if on_hand + quantity > MAX_ON_HAND:
+        raise InvalidInput({"quantity": [f"On-hand stock may not exceed {MAX_ON_HAND}."]})
+
+
+def _state(item: StockItem) -> ItemStateData:
+    return {"sku": item.sku, "on_hand": item.on_hand, "reserved": item.reserved, "version": item.version}
+
+
+def _emit_added(item: StockItem, quantity: int) -> None:
+    signals.stock_added.send(
+        sender=StockItem,
+        event=StockAdded(sku=item.sku, name=item.name, quantity=quantity, on_hand=item.on_hand, reserved=item.reserved),
+        aggregate_version=item.version,
+    )
+
+
+@transaction.atomic
+def stock_item_create(*, sku: str, name: str, quantity: int) -> StockItem:
+    _check_quantity(quantity)
+    if StockItem.objects.filter(sku=sku).exists():
+        raise InvalidInput({"sku": [f"A stock item with sku {sku!r} already exists."]})
+    item = StockItem.objects.create(sku=sku, name=name, on_hand=quantity)
+    _emit_added(item, quantity)
+    logger.info("stock item %s created with %d on hand", sku, quantity)
+    return item
+
+
+@transaction.atomic
+def stock_item_restock(*, sku: str, quantity: int) -> StockItem:
+    try:
+        item = StockItem.objects.select_for_update().get(sku=sku)
+    except StockItem.DoesNotExist:
+        raise StockItemNotFound(sku) from None
+    _check_quantity(quantity, on_hand=item.on_hand)
+    item.on_hand += quantity
+    item.version += 1
+    item.save(update_fields=["on_hand", "version", "updated_at"])
+    _emit_added(item, quantity)
+    logger.info("stock item %s restocked by %d to %d on hand", sku, quantity, item.on_hand)
+    return item
+
+
+def _wanted(lines: Iterable[ReservedLineData]) -> dict[str, int]:
+    wanted: Counter[str] = Counter()
+    for line in lines:
+        wanted[line["sku"]] += line["quantity"]
+    return dict(sorted(wanted.items()))
+
+
+def _shift_reserved(wanted: dict[str, int], *, sign: int) -> list[ItemStateData]:
+    """Add (sign=1) or remove (sign=-1) reservations, guarded so no count leaves its bounds."""
+    for sku, quantity in wanted.items():  # sorted by sku: one lock order for everyone
+        guard = {"on_hand__gte": F("reserved") + quantity} if sign > 0 else {"reserved__gte": quantity}
+        updated = StockItem.objects.filter(sku=sku, **guard).update(
+            reserved=F("reserved") + sign * quantity, version=F("version") + 1
+        )
+        if updated != 1:
+            raise ReservationConflict(f"stock of {sku} changed under a locked reservation")
+    return [_state(item) for item in StockItem.objects.filter(sku__in=wanted).order_by("sku")]
+
+
+@transaction.atomic
+def stock_reserve(*, order_id: str, lines: Sequence[ReservedLineData]) -> Reservation:
+    """Reserve every line of the order or none of them. Deciding twice returns the first decision."""
+    existing = Reservation.objects.select_for_update().filter(order_id=order_id).first()
+    if existing is not None:
+        logger.info("order %s already has a %s reservation", order_id, existing.status)
+        return existing
+    wanted = _wanted(lines)
+    items = {item.sku: item for item in StockItem.objects.select_for_update().filter(sku__in=wanted).order_by("sku")}
+    shortfalls: list[ShortfallData] = []
+    for sku, requested in wanted.items():
+        available = items[sku].available if sku in items else 0
+        shortfalls.append(
+            {"sku": sku, "requested": requested, "available": available, "shortfall": max(0, requested - available)}
+        )
+    short = [s for s in shortfalls if s["shortfall"] > 0]
+    if short:
+        reason = "insufficient stock: " + ", ".join(f"{s['sku']} short by {s['shortfall']}" for s in short)
+        reservation = Reservation.objects.create(
+            order_id=order_id, status=Reservation.Status.REJECTED, lines=list(lines), reason=reason
+        )
+        signals.stock_rejected.send(
+            sender=Reservation,
+            event=StockRejected(order_id=order_id, reason=reason, lines=shortfalls),
+            aggregate_version=reservation.version,
+        )
+        logger.info("order %s rejected: %s", order_id, reason)
+        return reservation
+    states = _shift_reserved(wanted, sign=1)
+    reserved_lines: list[ReservedLineData] = [{"sku": sku, "quantity": q} for sku, q in wanted.items()]
+    reservation = Reservation.objects.create(
+        order_id=order_id, status=Reservation.Status.RESERVED, lines=reserved_lines
+    )
+    signals.stock_reserved.send(
+        sender=Reservation,
+        event=StockReserved(order_id=order_id, lines=reserved_lines, items=states),
+        aggregate_version=reservation.version,
+    )
+    logger.info("order %s reserved %s", order_id, ", ".join(f"{sku} x{q}" for sku, q in wanted.items()))
+    return reservation
+
+
+@transaction.atomic
+def stock_release(*, order_id: str) -> Reservation:
+    """Release a cancelled order's stock. A cancellation that arrives before the
+    order leaves a CANCELLED marker, so the late order is never reserved."""
+    reservation = Reservation.objects.select_for_update().filter(order_id=order_id).first()
+    if reservation is None:
+        logger.info("order %s cancelled before any reservation", order_id)
+        return Reservation.objects.create(order_id=order_id, status=Reservation.Status.CANCELLED)
+    if reservation.status != Reservation.Status.RESERVED:
+        return reservation
+    wanted = _wanted(reservation.lines)
+    states = _shift_reserved(wanted, sign=-1)
+    reservation.status = Reservation.Status.RELEASED
+    reservation.version += 1
+    reservation.save(update_fields=["status", "version", "updated_at"])
+    signals.stock_released.send(
+        sender=Reservation,
+        event=StockReleased(order_id=order_id, lines=reservation.lines, items=states),
+        aggregate_version=reservation.version,
+    )
+    logger.info("order %s released its reservation", order_id)
+    return reservation

@@ -1,0 +1,89 @@
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import Pagination, PositiveQuantityField
+from config.exceptions import NotFound
+from eventing.context import get_correlation_id
+from orders.selectors import customer_order_list, order_view_get
+from orders.services import MAX_LINES, OrderLineIn, order_cancel, order_place
+
+
+class OrderListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class LineSerializer(serializers.Serializer):
+            sku = serializers.CharField(max_length=64)
+            quantity = PositiveQuantityField()
+
+        customer_id = serializers.CharField(max_length=64)
+        lines = LineSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+
+    class FilterSerializer(serializers.Serializer):
+        customer_id = serializers.CharField(max_length=64)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.CharField()
+        customer_id = serializers.CharField()
+        status = serializers.CharField()
+        placed_at = serializers.DateTimeField()
+        line_count = serializers.IntegerField()
+        total_quantity = serializers.IntegerField()
+
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(customer_order_list(**filters.validated_data), request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        order = order_place(
+            customer_id=data["customer_id"],
+            lines=[OrderLineIn(sku=line["sku"], quantity=line["quantity"]) for line in data["lines"]],
+        )
+        location = reverse("orders:detail", kwargs={"order_id": order.id})
+        return Response(
+            {"id": str(order.id), "status": order.status, "correlation_id": get_correlation_id()},
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": request.build_absolute_uri(location)},
+        )
+
+
+class OrderDetailApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        class HistorySerializer(serializers.Serializer):
+            status = serializers.CharField()
+            at = serializers.DateTimeField()
+            version = serializers.IntegerField()
+
+        id = serializers.CharField()
+        customer_id = serializers.CharField()
+        status = serializers.CharField()
+        lines = serializers.ListField(child=serializers.DictField())
+        reason = serializers.CharField()
+        placed_at = serializers.DateTimeField()
+        updated_at = serializers.DateTimeField()
+        history = HistorySerializer(source="sorted_history", many=True)
+        version = serializers.IntegerField()
+
+    def get(self, request: Request, order_id: str) -> Response:
+        view = order_view_get(order_id=str(order_id))
+        if view is None:
+            raise NotFound(f"Order {order_id} does not exist (or is not in the order view yet).")
+        return Response(self.OutputSerializer(view).data)
+
+
+class OrderCancelApi(APIView):
+    def post(self, request: Request, order_id: str, **kwargs: Any) -> Response:
+        order = order_cancel(order_id=str(order_id))
+        return Response(
+            {"id": str(order.id), "status": order.status, "correlation_id": get_correlation_id()},
+            status=status.HTTP_202_ACCEPTED,
+        )

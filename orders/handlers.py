@@ -1,0 +1,29 @@
+"""What the orders app consumes: the inventory's answers, and its own events for the views."""
+
+from eventing.events import Envelope
+from eventing.registry import handles
+from inventory.events import StockAdded, StockRejected, StockReserved
+from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderRejected
+from orders.read_models import project_customer_order, project_order_view
+from orders.services import catalog_item_upsert, order_confirm, order_reject
+
+
+@handles("orders", StockAdded)
+def learn_catalog_item(event: StockAdded, envelope: Envelope) -> None:
+    catalog_item_upsert(sku=event.sku, name=event.name)
+
+
+@handles("orders", StockReserved)
+def confirm_order(event: StockReserved, envelope: Envelope) -> None:
+    order_confirm(order_id=event.order_id)
+
+
+@handles("orders", StockRejected)
+def reject_order(event: StockRejected, envelope: Envelope) -> None:
+    order_reject(order_id=event.order_id, reason=event.reason)
+
+
+@handles("projections", OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled, idempotent=True)
+def update_order_views(event: OrderEvent, envelope: Envelope) -> None:
+    project_order_view(event=event, envelope=envelope)
+    project_customer_order(event=event, envelope=envelope)

@@ -1,0 +1,48 @@
+import uuid
+
+from django.db import models
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        CONFIRMED = "CONFIRMED"
+        REJECTED = "REJECTED"
+        CANCELLED = "CANCELLED"
+
+    CANCELLABLE = (Status.PENDING, Status.CONFIRMED)
+    FINAL = (Status.REJECTED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer_id = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField(blank=True)
+    # Bumped with every change; events carry it so views apply them in order.
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order", "sku"], name="one_line_per_sku")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} x{self.quantity}"
+
+
+class CatalogItem(models.Model):
+    """The skus orders may name, learned from the inventory's STOCK_ADDED events."""
+
+    sku = models.CharField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.sku

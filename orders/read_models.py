@@ -1,0 +1,104 @@
+"""The orders app's read views in MongoDB and the projections that build them.
+
+Every write is idempotent on its own (FerretDB v1 has no transactions): facts
+that never change are set unconditionally, history entries are added to a
+set, and the current status is guarded by the order's aggregate version, so
+duplicates and out-of-order events converge to the newest state.
+"""
+
+from typing import Any
+
+from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
+
+from eventing.events import Envelope, parse_time
+from eventing.mongo import upsert_if_newer
+from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderRejected
+
+STATUS_BY_EVENT: dict[type[OrderEvent], str] = {
+    OrderCreated: "PENDING",
+    OrderConfirmed: "CONFIRMED",
+    OrderRejected: "REJECTED",
+    OrderCancelled: "CANCELLED",
+}
+
+
+class OrderView(Document):
+    id = StringField(primary_key=True)
+    customer_id = StringField()
+    status = StringField()
+    reason = StringField(default="")
+    lines = ListField(DictField())
+    placed_at = DateTimeField()
+    updated_at = DateTimeField()
+    history = ListField(DictField())
+    version = IntField(default=0)
+
+    meta = {"collection": "order_view"}
+
+    def sorted_history(self) -> list[dict[str, Any]]:
+        return sorted(self.history, key=lambda entry: entry["version"])
+
+
+class CustomerOrder(Document):
+    """One row per order, for listing a customer's orders newest first."""
+
+    id = StringField(primary_key=True)
+    customer_id = StringField(required=True)
+    status = StringField()
+    placed_at = DateTimeField()
+    line_count = IntField()
+    total_quantity = IntField()
+    version = IntField(default=0)
+
+    meta = {"collection": "customer_orders", "indexes": [("customer_id", "-placed_at")]}
+
+
+def _reason(event: OrderEvent) -> str:
+    if isinstance(event, OrderRejected):
+        return event.reason
+    if isinstance(event, OrderCancelled):
+        return "cancelled by request"
+    return ""
+
+
+def project_order_view(*, event: OrderEvent, envelope: Envelope) -> None:
+    status = STATUS_BY_EVENT[type(event)]
+    facts: dict[str, Any] = {"customer_id": event.customer_id}
+    if isinstance(event, OrderCreated):
+        facts |= {"lines": list(event.lines), "placed_at": parse_time(event.placed_at)}
+    entry = {
+        "status": status,
+        "at": envelope.occurred_at,
+        "version": envelope.aggregate_version,
+        "event_id": envelope.id,
+    }
+    OrderView.objects(pk=event.order_id).update_one(
+        upsert=True,
+        set_on_insert__version=0,
+        add_to_set__history=entry,
+        **{f"set__{name}": value for name, value in facts.items()},
+    )
+    upsert_if_newer(
+        OrderView,
+        key=event.order_id,
+        version=envelope.aggregate_version,
+        fields={"status": status, "reason": _reason(event), "updated_at": envelope.occurred_at},
+    )
+
+
+def project_customer_order(*, event: OrderEvent, envelope: Envelope) -> None:
+    if isinstance(event, OrderCreated):
+        CustomerOrder.objects(pk=event.order_id).update_one(
+            upsert=True,
+            set_on_insert__version=0,
+            set__customer_id=event.customer_id,
+            set__placed_at=parse_time(event.placed_at),
+            set__line_count=len(event.lines),
+            set__total_quantity=sum(line["quantity"] for line in event.lines),
+        )
+    upsert_if_newer(
+        CustomerOrder,
+        key=event.order_id,
+        version=envelope.aggregate_version,
+        fields={"customer_id": event.customer_id, "status": STATUS_BY_EVENT[type(event)]},
+    )

@@ -1,0 +1,142 @@
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from config.exceptions import Conflict, InvalidInput, NotFound
+from orders import signals
+from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected
+from orders.models import CatalogItem, Order, OrderLine
+
+logger = logging.getLogger(__name__)
+
+MAX_LINES = 100
+
+
+@dataclass(frozen=True)
+class OrderLineIn:
+    sku: str
+    quantity: int
+
+
+class OrderNotFound(NotFound):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"Order {order_id} does not exist.")
+
+
+class OrderNotCancellable(Conflict):
+    def __init__(self, order: Order) -> None:
+        super().__init__(f"Order {order.id} is {order.status} and can no longer be cancelled.")
+
+
+def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
+    if not lines:
+        return {"lines": ["An order needs at least one line."]}
+    if len(lines) > MAX_LINES:
+        return {"lines": [f"An order may have at most {MAX_LINES} lines, got {len(lines)}."]}
+    known = set(CatalogItem.objects.filter(sku__in={line.sku for line in lines}).values_list("sku", flat=True))
+    errors: list[dict[str, list[str]]] = []
+    seen: set[str] = set()
+    for line in lines:
+        line_errors: dict[str, list[str]] = {}
+        if line.sku not in known:
+            line_errors["sku"] = [f"Unknown sku {line.sku!r}."]
+        elif line.sku in seen:
+            line_errors["sku"] = [f"Sku {line.sku!r} appears on more than one line."]
+        if isinstance(line.quantity, bool) or not isinstance(line.quantity, int) or line.quantity < 1:
+            line_errors["quantity"] = ["Must be a positive integer."]
+        seen.add(line.sku)
+        errors.append(line_errors)
+    return {"lines": errors} if any(errors) else {}
+
+
+@transaction.atomic
+def order_place(*, customer_id: str, lines: Sequence[OrderLineIn]) -> Order:
+    errors = _line_errors(lines)
+    if not customer_id:
+        errors["customer_id"] = ["This field may not be blank."]
+    if errors:
+        raise InvalidInput(errors)
+    order = Order.objects.create(customer_id=customer_id)
+    OrderLine.objects.bulk_create(OrderLine(order=order, sku=line.sku, quantity=line.quantity) for line in lines)
+    signals.order_created.send(
+        sender=Order,
+        event=OrderCreated(
+            order_id=str(order.id),
+            customer_id=customer_id,
+            lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
+            placed_at=order.created_at.isoformat(),
+        ),
+        aggregate_version=order.version,
+    )
+    logger.info("order %s placed by %s with %d line(s)", order.id, customer_id, len(lines))
+    return order
+
+
+def _locked(order_id: str) -> Order:
+    try:
+        return Order.objects.select_for_update().get(pk=order_id)
+    except (Order.DoesNotExist, ValueError):
+        raise OrderNotFound(order_id) from None
+
+
+def _move(order: Order, status: Order.Status, *, reason: str = "") -> None:
+    order.status = status
+    order.reason = reason
+    order.version += 1
+    order.save(update_fields=["status", "reason", "version", "updated_at"])
+
+
+@transaction.atomic
+def order_confirm(*, order_id: str) -> Order:
+    """Stock was reserved. Only a PENDING order moves; a cancelled one stays cancelled."""
+    order = _locked(order_id)
+    if order.status != Order.Status.PENDING:
+        logger.info("order %s is %s; stock reservation does not change it", order.id, order.status)
+        return order
+    _move(order, Order.Status.CONFIRMED)
+    signals.order_confirmed.send(
+        sender=Order,
+        event=OrderConfirmed(order_id=str(order.id), customer_id=order.customer_id),
+        aggregate_version=order.version,
+    )
+    return order
+
+
+@transaction.atomic
+def order_reject(*, order_id: str, reason: str) -> Order:
+    order = _locked(order_id)
+    if order.status != Order.Status.PENDING:
+        logger.info("order %s is %s; stock rejection does not change it", order.id, order.status)
+        return order
+    _move(order, Order.Status.REJECTED, reason=reason)
+    signals.order_rejected.send(
+        sender=Order,
+        event=OrderRejected(order_id=str(order.id), customer_id=order.customer_id, reason=reason),
+        aggregate_version=order.version,
+    )
+    return order
+
+
+@transaction.atomic
+def order_cancel(*, order_id: str) -> Order:
+    order = _locked(order_id)
+    if order.status not in Order.CANCELLABLE:
+        raise OrderNotCancellable(order)
+    previous = order.status
+    _move(order, Order.Status.CANCELLED, reason="cancelled by request")
+    signals.order_cancelled.send(
+        sender=Order,
+        event=OrderCancelled(order_id=str(order.id), customer_id=order.customer_id, previous_status=previous),
+        aggregate_version=order.version,
+    )
+    logger.info("order %s cancelled (was %s)", order.id, previous)
+    return order
+
+
+@transaction.atomic
+def catalog_item_upsert(*, sku: str, name: str) -> CatalogItem:
+    item, _ = CatalogItem.objects.update_or_create(sku=sku, defaults={"name": name})
+    return item
