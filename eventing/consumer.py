@@ -198,3 +198,7 @@ class StreamConsumer:
                 logger.error("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
                 stop.wait(backoff)
         logger.info("consumer %s stopped after %d event(s)", self.name, self.processed)
+
+    def run_until_idle(self) -> None:
+        """Handle pending and new entries, returning at the first empty read (tools and tests)."""
+        self.run(stop=threading.Event(), until_idle=True)

@@ -73,13 +73,18 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
     batch_size = settings.EVENTING_RELAY_BATCH_SIZE
     grace = settings.EVENTING_RELAY_GRACE_SECONDS if grace_seconds is None else grace_seconds
     client = get_redis()
-    total, backoff = 0, 0.0
+    total, backoff, connected = 0, 0.0, False
     while not stop.is_set():
         try:
+            if not connected:
+                client.ping()
+                connected = True
+                logger.info("relay publishing to %s", settings.REDIS_URL)
             published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace)
         except redis.RedisError as exc:
             if once:
                 raise RelayError(f"cannot reach Redis at {settings.REDIS_URL}: {exc}") from exc
+            connected = False
             backoff = min(max(backoff * 2, 0.5), 30.0)
             logger.error("relay cannot reach Redis (%s); retrying in %.1fs", exc, backoff)
             stop.wait(backoff)

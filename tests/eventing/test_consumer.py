@@ -1,0 +1,155 @@
+"""The consumer runtime against the real Redis: acks, pending re-reads, duplicates, ordering."""
+
+import pytest
+
+from eventing import registry
+from eventing.consumer import StreamConsumer
+from eventing.events import Envelope
+from eventing.models import ProcessedEvent
+from inventory.events import StockAdded
+from inventory.read_models import StockView
+from orders.events import OrderConfirmed, OrderCreated
+from orders.models import CatalogItem
+from orders.read_models import OrderView
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def xadd(redis_client, stream: str, envelope: Envelope) -> str:
+    return redis_client.xadd(
+        stream, {"type": envelope.type, "data": envelope.to_json(), "timestamp": envelope.occurred_at.isoformat()}
+    )
+
+
+def stock_added(sku: str = "A-1", *, version: int = 1, on_hand: int = 5) -> Envelope:
+    return Envelope.wrap(
+        StockAdded(sku=sku, name=f"item {sku}", quantity=on_hand, on_hand=on_hand, reserved=0), aggregate_version=version
+    )
+
+
+def pending_count(redis_client, stream: str, group: str) -> int:
+    return redis_client.xpending(stream, group)["pending"]
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """A consumer 'probe' whose STOCK_ADDED handler records its calls and fails while told to."""
+    monkeypatch.setattr(registry, "_HANDLERS", {k: list(v) for k, v in registry._HANDLERS.items()})
+    state = {"calls": [], "fail": False}
+
+    @registry.handles("probe", StockAdded)
+    def record(event: StockAdded, envelope: Envelope) -> None:
+        state["calls"].append(envelope.id)
+        CatalogItem.objects.create(sku=event.sku, name=event.name)  # a relational effect
+        if state["fail"]:
+            raise ValueError("handler bug")
+
+    return state
+
+
+def test_a_failed_handler_leaves_the_entry_pending_and_its_effect_rolled_back(redis_client, stream, probe):
+    probe["fail"] = True
+    envelope = stock_added()
+    xadd(redis_client, stream, envelope)
+
+    StreamConsumer(name="probe", consumer_id="c1", block_ms=5).run_until_idle()
+
+    assert probe["calls"] == [envelope.id]
+    assert pending_count(redis_client, stream, "probe") == 1
+    assert not CatalogItem.objects.exists()
+    assert not ProcessedEvent.objects.exists()
+
+    probe["fail"] = False
+    StreamConsumer(name="probe", consumer_id="c1", block_ms=5).run_until_idle()
+
+    assert pending_count(redis_client, stream, "probe") == 0
+    assert CatalogItem.objects.get().sku == "A-1"
+    assert ProcessedEvent.objects.get().consumer == "probe"
+
+
+def test_entries_delivered_before_a_crash_are_reread_on_restart(redis_client, stream):
+    envelope = stock_added("B-1")
+    xadd(redis_client, stream, envelope)
+    consumer = StreamConsumer(name="orders", consumer_id="worker-1", block_ms=5)
+    consumer.ensure_group()
+    # Delivered to worker-1, which then died before handling or acking it.
+    assert consumer.read(">")
+    assert pending_count(redis_client, stream, "orders") == 1
+
+    StreamConsumer(name="orders", consumer_id="worker-1", block_ms=5).run_until_idle()
+
+    assert CatalogItem.objects.get(sku="B-1").name == "item B-1"
+    assert pending_count(redis_client, stream, "orders") == 0
+
+
+def test_a_duplicate_delivery_is_applied_once(redis_client, stream, probe):
+    envelope = stock_added()
+    xadd(redis_client, stream, envelope)
+    xadd(redis_client, stream, envelope)
+
+    consumer = StreamConsumer(name="probe", block_ms=5)
+    consumer.run_until_idle()
+
+    assert probe["calls"] == [envelope.id]
+    assert CatalogItem.objects.count() == 1
+    assert consumer.processed == 2  # both entries acked
+    assert pending_count(redis_client, stream, "probe") == 0
+
+
+def test_an_out_of_order_event_never_regresses_a_view(redis_client, stream):
+    created = Envelope.wrap(
+        OrderCreated(
+            order_id="o-1", customer_id="c-1", lines=[{"sku": "A-1", "quantity": 2}], placed_at="2026-01-01T00:00:00+00:00"
+        ),
+        aggregate_version=1,
+    )
+    confirmed = Envelope.wrap(OrderConfirmed(order_id="o-1", customer_id="c-1"), aggregate_version=2)
+    # The newer events arrive first, the older ones (and a repeat) after them.
+    for envelope in (confirmed, stock_added(version=3, on_hand=9), created, stock_added(version=2, on_hand=4), confirmed):
+        xadd(redis_client, stream, envelope)
+
+    StreamConsumer(name="projections", block_ms=5).run_until_idle()
+
+    view = OrderView.objects.get(pk="o-1")
+    assert view.status == "CONFIRMED"
+    assert view.version == 2
+    assert view.lines == [{"sku": "A-1", "quantity": 2}]
+    assert [(h["status"], h["version"]) for h in view.sorted_history()] == [("PENDING", 1), ("CONFIRMED", 2)]
+    stock = StockView.objects.get(pk="A-1")
+    assert (stock.on_hand, stock.version, stock.name) == (9, 3, "item A-1")
+
+
+def test_events_a_consumer_does_not_handle_are_acked_and_skipped(redis_client, stream):
+    xadd(redis_client, stream, Envelope.wrap(OrderConfirmed(order_id="o", customer_id="c"), aggregate_version=2))
+    consumer = StreamConsumer(name="orders", block_ms=5)
+    consumer.run_until_idle()
+    assert consumer.processed == 1
+    assert pending_count(redis_client, stream, "orders") == 0
+    assert not ProcessedEvent.objects.exists()
+
+
+def test_an_undecodable_entry_stays_pending_without_stopping_the_consumer(redis_client, stream):
+    redis_client.xadd(stream, {"type": "STOCK_ADDED", "data": "{not json", "timestamp": "x"})
+    xadd(redis_client, stream, stock_added("C-1"))
+
+    StreamConsumer(name="orders", block_ms=5).run_until_idle()
+
+    assert CatalogItem.objects.filter(sku="C-1").exists()
+    assert pending_count(redis_client, stream, "orders") == 1
+
+
+def test_a_consumer_recreates_its_group_when_the_stream_disappears(redis_client, stream, caplog):
+    consumer = StreamConsumer(name="orders", block_ms=5)
+    consumer.ensure_group()
+    redis_client.delete(stream)  # as after a Redis restart without data
+
+    assert consumer.read(">") == []
+    assert "disappeared; recreating it" in caplog.text
+    xadd(redis_client, stream, stock_added("D-1"))
+    consumer.run_until_idle()
+    assert CatalogItem.objects.filter(sku="D-1").exists()
+
+
+def test_an_unknown_consumer_name_is_refused():
+    with pytest.raises(ValueError, match="unknown consumer 'nope'"):
+        StreamConsumer(name="nope")

@@ -1,0 +1,128 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from eventing.events import EventError
+from eventing.models import OutboxEvent
+from eventing.redis_client import get_redis
+from eventing.relay import publish_pending
+from inventory.services import stock_item_create
+from inventory.signals import stock_added
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stream_entries(redis_client, stream):
+    return redis_client.xrange(stream)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_is_published_after_commit_with_the_stream_fields(redis_client, stream):
+    stock_item_create(sku="A-1", name="Thing", quantity=5)
+
+    [(entry_id, fields)] = stream_entries(redis_client, stream)
+    assert set(fields) == {"type", "data", "timestamp"}
+    assert fields["type"] == "STOCK_ADDED"
+    envelope = json.loads(fields["data"])
+    assert envelope["aggregate_id"] == "A-1"
+    assert envelope["data"]["on_hand"] == 5
+    row = OutboxEvent.objects.get()
+    assert str(row.event_id) == envelope["id"]
+    assert row.published_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_change_leaves_no_event(redis_client, stream):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        stock_item_create(sku="A-1", name="Thing", quantity=5)
+        raise RuntimeError("abort")
+
+    assert OutboxEvent.objects.count() == 0
+    assert stream_entries(redis_client, stream) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_domain_signal_sent_outside_a_transaction_is_refused():
+    from inventory.events import StockAdded
+
+    event = StockAdded(sku="A", name="n", quantity=1, on_hand=1, reserved=0)
+    with pytest.raises(EventError, match="outside transaction.atomic"):
+        stock_added.send(sender=None, event=event, aggregate_version=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_committed_while_redis_is_down_are_published_by_the_relay(settings, redis_client, stream):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    stock_item_create(sku="A-1", name="Thing", quantity=5)
+    stock_item_create(sku="A-2", name="Other", quantity=5)
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 2
+
+    settings.REDIS_URL = django_redis_url(redis_client)
+    assert publish_pending(client=get_redis(), batch_size=10, grace_seconds=0) == 2
+
+    assert [f["type"] for _, f in stream_entries(redis_client, stream)] == ["STOCK_ADDED", "STOCK_ADDED"]
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 0
+
+
+def django_redis_url(client) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+CRASH_AFTER_COMMIT = """
+import os
+from django.db import transaction
+from inventory.services import stock_item_create
+with transaction.atomic():
+    # Runs after commit and before the publishing callback: the process dies
+    # with the row committed and nothing sent to Redis.
+    transaction.on_commit(lambda: os._exit(9))
+    stock_item_create(sku="CRASH-1", name="Crash", quantity=3)
+"""
+
+
+def test_a_crash_between_commit_and_xadd_is_recovered_by_the_relay(tmp_path, redis_client, stream):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "EVENTING_STREAM": stream,
+        "LOG_LEVEL": "WARNING",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+
+    crashed = subprocess.run([*manage, "shell", "-c", CRASH_AFTER_COMMIT], env=env, timeout=60)
+    assert crashed.returncode == 9
+    assert stream_entries(redis_client, stream) == []
+
+    relay = subprocess.run(
+        [*manage, "relay_outbox", "--once", "--grace-seconds=0"], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert relay.returncode == 0, relay.stderr
+    assert "published 1 event(s)" in relay.stdout
+    [(_, fields)] = stream_entries(redis_client, stream)
+    assert json.loads(fields["data"])["aggregate_id"] == "CRASH-1"
+
+    again = subprocess.run(
+        [*manage, "relay_outbox", "--once", "--grace-seconds=0"], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert "published 0 event(s)" in again.stdout
+    assert len(stream_entries(redis_client, stream)) == 1
+
+
+def test_relay_once_fails_clearly_when_redis_is_unreachable(tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+    result = subprocess.run([*manage, "relay_outbox", "--once"], env=env, timeout=60, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
