@@ -79,14 +79,15 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(self, last_id: str) -> list[Entry]:
+    def read(self, last_id: str, *, block: bool = True) -> list[Entry]:
+        """Read entries after ``last_id`` ("0": own pending ones; ">": new ones, blocking up to BLOCK ms)."""
         try:
             response = self.redis.xreadgroup(
                 self.group,
                 self.consumer_id,
                 {self.stream: last_id},
                 count=self.count,
-                block=None if last_id != ">" else self.block_ms,
+                block=self.block_ms if block and last_id == ">" else None,
             )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -187,7 +188,7 @@ class StreamConsumer:
                 self.ensure_group()
                 self.drain_pending(stop)
                 while not stop.is_set():
-                    entries = self.read(">")
+                    entries = self.read(">", block=not until_idle)
                     if entries:
                         self.process(entries)
                     elif until_idle:

@@ -3,6 +3,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from config.exceptions import Conflict, InvalidInput, NotFound
@@ -78,7 +79,7 @@ def order_place(*, customer_id: str, lines: Sequence[OrderLineIn]) -> Order:
 def _locked(order_id: str) -> Order:
     try:
         return Order.objects.select_for_update().get(pk=order_id)
-    except (Order.DoesNotExist, ValueError):
+    except (Order.DoesNotExist, ValidationError):  # ValidationError: not a UUID
         raise OrderNotFound(order_id) from None
 
 

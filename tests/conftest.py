@@ -47,6 +47,12 @@ def mongo_uri_for(database: str) -> str:
     return f"{scheme}://{hosts}/{database}"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):  # type: ignore[no-untyped-def]
+    # The real hasher is slow by design; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def redis_client() -> redis.Redis:
     return get_redis()

@@ -1,0 +1,117 @@
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from inventory.services import stock_item_create
+from orders.models import Order
+from tests.helpers import pump
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORDERS = "/api/orders/"
+
+
+@pytest.fixture
+def stock():
+    stock_item_create(sku="A-1", name="Apple", quantity=3)
+    stock_item_create(sku="B-1", name="Banana", quantity=10)
+    pump()  # the orders app learns the skus from STOCK_ADDED
+
+
+def order_body(*lines: tuple[str, int], customer: str = "alice") -> dict:
+    return {"customer_id": customer, "lines": [{"sku": s, "quantity": q} for s, q in lines]}
+
+
+def test_a_token_from_the_token_endpoint_authenticates():
+    get_user_model().objects.create_user(username="bob", password="pw-bob-123")
+    client = APIClient()
+    assert client.get(f"{ORDERS}?customer_id=x").status_code == 401
+    token = client.post("/api/auth/token/", {"username": "bob", "password": "pw-bob-123"}, format="json").json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get(f"{ORDERS}?customer_id=x").status_code == 200
+
+
+def test_placing_an_order_answers_202_and_the_order_then_confirms(api, stock):
+    response = api.post(ORDERS, order_body(("A-1", 2), ("B-1", 1)), format="json")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "PENDING"
+    assert body["correlation_id"] == response["X-Correlation-ID"]
+    assert response["Location"].endswith(f"{ORDERS}{body['id']}/")
+
+    pump()
+
+    view = api.get(f"{ORDERS}{body['id']}/").json()
+    assert view["status"] == "CONFIRMED"
+    assert view["customer_id"] == "alice"
+    assert view["lines"] == [{"sku": "A-1", "quantity": 2}, {"sku": "B-1", "quantity": 1}]
+    assert [h["status"] for h in view["history"]] == ["PENDING", "CONFIRMED"]
+
+
+def test_an_order_beyond_the_stock_is_rejected_with_the_reason(api, stock):
+    order_id = api.post(ORDERS, order_body(("A-1", 5)), format="json").json()["id"]
+    pump()
+    view = api.get(f"{ORDERS}{order_id}/").json()
+    assert view["status"] == "REJECTED"
+    assert view["reason"] == "insufficient stock: A-1 short by 2"
+
+
+def test_cancelling_releases_the_stock_and_a_second_cancel_conflicts(api, stock):
+    order_id = api.post(ORDERS, order_body(("A-1", 3)), format="json").json()["id"]
+    pump()
+
+    assert api.post(f"{ORDERS}{order_id}/cancel/").status_code == 202
+    pump()
+
+    assert api.get(f"{ORDERS}{order_id}/").json()["status"] == "CANCELLED"
+    assert api.get("/api/inventory/items/A-1/").json()["available"] == 3
+    conflict = api.post(f"{ORDERS}{order_id}/cancel/")
+    assert conflict.status_code == 409
+    assert "CANCELLED" in conflict.json()["detail"]
+
+
+def test_a_customers_orders_are_listed_newest_first_and_paginated(api, stock):
+    ids = [api.post(ORDERS, order_body(("B-1", 1)), format="json").json()["id"] for _ in range(3)]
+    api.post(ORDERS, order_body(("B-1", 1), customer="someone-else"), format="json")
+    pump()
+
+    page = api.get(f"{ORDERS}?customer_id=alice&page_size=2").json()
+    assert page["count"] == 3
+    assert [o["id"] for o in page["results"]] == ids[::-1][:2]
+    assert page["next"]
+    assert api.get(ORDERS).status_code == 400  # customer_id is required
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"lines": [{"sku": "A-1", "quantity": 1}]}, "customer_id"),
+        ({"customer_id": "a", "lines": []}, "lines"),
+        ({"customer_id": "a"}, "lines"),
+        ({"customer_id": "a", "lines": [{"sku": "NOPE", "quantity": 1}]}, "lines"),
+        ({"customer_id": "a", "lines": [{"sku": "A-1", "quantity": -1}]}, "lines"),
+        ({"customer_id": "a", "lines": [{"sku": "A-1", "quantity": "1"}]}, "lines"),
+        ({"customer_id": "a", "lines": [{"sku": "A-1"}]}, "lines"),
+        ({"customer_id": "a", "lines": [{"sku": "A-1", "quantity": 1}] * 101}, "lines"),
+    ],
+)
+def test_bad_orders_get_400_with_field_errors_and_nothing_is_written(api, stock, body, field):
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Order.objects.exists()
+
+
+def test_malformed_json_gets_400(api):
+    response = api.generic("POST", ORDERS, "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert "Malformed JSON" in response.json()["detail"]
+
+
+def test_unknown_orders_get_404(api):
+    assert api.get(f"{ORDERS}{uuid.uuid4()}/").status_code == 404
+    assert api.post(f"{ORDERS}{uuid.uuid4()}/cancel/").status_code == 404
+    assert api.get(f"{ORDERS}not-a-uuid/").status_code == 404

@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from config.exceptions import InvalidInput
+from eventing.models import OutboxEvent
+from orders.models import CatalogItem, Order, OrderLine
+from orders.services import (
+    MAX_LINES,
+    OrderLineIn,
+    OrderNotCancellable,
+    OrderNotFound,
+    order_cancel,
+    order_confirm,
+    order_place,
+    order_reject,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def catalog():
+    CatalogItem.objects.bulk_create([CatalogItem(sku=f"SKU-{i}", name=f"Item {i}") for i in range(MAX_LINES + 1)])
+
+
+def events() -> list[dict]:
+    return [json.loads(row.payload) for row in OutboxEvent.objects.order_by("id")]
+
+
+def place(*lines: tuple[str, int], customer: str = "alice") -> Order:
+    return order_place(customer_id=customer, lines=[OrderLineIn(sku=s, quantity=q) for s, q in lines])
+
+
+def test_placing_an_order_stores_it_pending_and_emits_order_created():
+    order = place(("SKU-1", 2), ("SKU-2", 1))
+
+    assert order.status == Order.Status.PENDING
+    assert list(order.lines.order_by("sku").values_list("sku", "quantity")) == [("SKU-1", 2), ("SKU-2", 1)]
+    [created] = events()
+    assert created["type"] == "ORDER_CREATED"
+    assert created["aggregate_id"] == str(order.id)
+    assert created["data"]["lines"] == [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}]
+    assert created["data"]["customer_id"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("lines", "field_error"),
+    [
+        ([], "at least one line"),
+        ([(f"SKU-{i}", 1) for i in range(MAX_LINES + 1)], "at most 100 lines"),
+        ([("NOPE", 1)], "Unknown sku 'NOPE'"),
+        ([("SKU-1", 1), ("SKU-1", 2)], "more than one line"),
+        ([("SKU-1", 0)], "positive integer"),
+    ],
+)
+def test_bad_orders_are_refused_with_field_errors_and_write_nothing(lines, field_error):
+    with pytest.raises(InvalidInput) as refused:
+        place(*lines)
+    assert field_error in json.dumps(refused.value.field_errors)
+    assert not Order.objects.exists()
+    assert not OrderLine.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_stock_answers_confirm_or_reject_only_pending_orders():
+    confirmed, rejected = place(("SKU-1", 1)), place(("SKU-2", 1))
+
+    order_confirm(order_id=str(confirmed.id))
+    order_reject(order_id=str(rejected.id), reason="insufficient stock: SKU-2 short by 1")
+    order_confirm(order_id=str(rejected.id))  # a late, contradicting answer changes nothing
+
+    confirmed.refresh_from_db()
+    rejected.refresh_from_db()
+    assert (confirmed.status, confirmed.version) == (Order.Status.CONFIRMED, 2)
+    assert (rejected.status, rejected.reason) == (Order.Status.REJECTED, "insufficient stock: SKU-2 short by 1")
+    assert [e["type"] for e in events()] == ["ORDER_CREATED", "ORDER_CREATED", "ORDER_CONFIRMED", "ORDER_REJECTED"]
+
+
+@pytest.mark.parametrize("confirm_first", [False, True])
+def test_pending_and_confirmed_orders_can_be_cancelled(confirm_first):
+    order = place(("SKU-1", 1))
+    if confirm_first:
+        order_confirm(order_id=str(order.id))
+
+    cancelled = order_cancel(order_id=str(order.id))
+
+    assert cancelled.status == Order.Status.CANCELLED
+    last = events()[-1]
+    assert last["type"] == "ORDER_CANCELLED"
+    assert last["data"]["previous_status"] == ("CONFIRMED" if confirm_first else "PENDING")
+
+
+def test_final_orders_cannot_be_cancelled_and_unknown_ones_are_not_found():
+    order = place(("SKU-1", 1))
+    order_reject(order_id=str(order.id), reason="no stock")
+    with pytest.raises(OrderNotCancellable, match="is REJECTED"):
+        order_cancel(order_id=str(order.id))
+    with pytest.raises(OrderNotFound):
+        order_cancel(order_id="6f1c1a52-5a0e-4d55-9c2c-1f6f0f8b2a01")
+    with pytest.raises(OrderNotFound):
+        order_confirm(order_id="not-a-uuid")
