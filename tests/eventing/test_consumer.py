@@ -23,7 +23,8 @@ def xadd(redis_client, stream: str, envelope: Envelope) -> str:
 
 def stock_added(sku: str = "A-1", *, version: int = 1, on_hand: int = 5) -> Envelope:
     return Envelope.wrap(
-        StockAdded(sku=sku, name=f"item {sku}", quantity=on_hand, on_hand=on_hand, reserved=0), aggregate_version=version
+        StockAdded(sku=sku, name=f"item {sku}", quantity=on_hand, on_hand=on_hand, reserved=0),
+        aggregate_version=version,
     )
 
 
@@ -99,13 +100,22 @@ def test_a_duplicate_delivery_is_applied_once(redis_client, stream, probe):
 def test_an_out_of_order_event_never_regresses_a_view(redis_client, stream):
     created = Envelope.wrap(
         OrderCreated(
-            order_id="o-1", customer_id="c-1", lines=[{"sku": "A-1", "quantity": 2}], placed_at="2026-01-01T00:00:00+00:00"
+            order_id="o-1",
+            customer_id="c-1",
+            lines=[{"sku": "A-1", "quantity": 2}],
+            placed_at="2026-01-01T00:00:00+00:00",
         ),
         aggregate_version=1,
     )
     confirmed = Envelope.wrap(OrderConfirmed(order_id="o-1", customer_id="c-1"), aggregate_version=2)
     # The newer events arrive first, the older ones (and a repeat) after them.
-    for envelope in (confirmed, stock_added(version=3, on_hand=9), created, stock_added(version=2, on_hand=4), confirmed):
+    for envelope in (
+        confirmed,
+        stock_added(version=3, on_hand=9),
+        created,
+        stock_added(version=2, on_hand=4),
+        confirmed,
+    ):
         xadd(redis_client, stream, envelope)
 
     StreamConsumer(name="projections", block_ms=5).run_until_idle()

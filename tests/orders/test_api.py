@@ -28,7 +28,9 @@ def test_a_token_from_the_token_endpoint_authenticates():
     get_user_model().objects.create_user(username="bob", password="pw-bob-123")
     client = APIClient()
     assert client.get(f"{ORDERS}?customer_id=x").status_code == 401
-    token = client.post("/api/auth/token/", {"username": "bob", "password": "pw-bob-123"}, format="json").json()["token"]
+    token = client.post("/api/auth/token/", {"username": "bob", "password": "pw-bob-123"}, format="json").json()[
+        "token"
+    ]
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get(f"{ORDERS}?customer_id=x").status_code == 200
 

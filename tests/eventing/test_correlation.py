@@ -1,0 +1,29 @@
+import logging
+
+import pytest
+
+from eventing import context
+
+
+@pytest.mark.parametrize("header", [None, "", "has spaces", "x" * 200, "bad\u00e9char"])
+def test_a_missing_or_unusable_correlation_header_gets_a_new_id(api, header):
+    headers = {"HTTP_X_CORRELATION_ID": header} if header is not None else {}
+    response = api.get("/api/orders/?customer_id=c", **headers)
+    issued = response["X-Correlation-ID"]
+    assert issued and issued != header
+    assert context.valid_correlation_id(issued) == issued
+
+
+def test_a_usable_correlation_header_is_echoed(api):
+    response = api.get("/api/orders/?customer_id=c", HTTP_X_CORRELATION_ID="req-42.a:b")
+    assert response["X-Correlation-ID"] == "req-42.a:b"
+
+
+def test_log_records_carry_the_bound_correlation_id(caplog):
+    caplog.handler.addFilter(context.CorrelationIdFilter())
+    logger = logging.getLogger("tests.correlation")
+    with caplog.at_level(logging.INFO), context.bind(correlation_id="corr-1", causation_id="evt-1"):
+        logger.info("inside")
+        assert context.get_causation_id() == "evt-1"
+    logger.info("outside")
+    assert [(r.getMessage(), r.correlation_id) for r in caplog.records] == [("inside", "corr-1"), ("outside", "-")]
