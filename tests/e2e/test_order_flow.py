@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
+from tests.e2e.conftest import REPORTS
 from tests.e2e.system import ROOT, System
 
 STOCK = {"HOT-1": 30, "HOT-2": 20, "COOL-1": 60}
@@ -119,7 +120,7 @@ def test_orders_flow_through_every_consumer_and_the_state_stays_consistent(syste
     # The event log holds every published event exactly once.
     outbox = by_model["eventing.outboxevent"]
     assert all(row["fields"]["published_at"] for row in outbox)
-    log = list(MongoClient(system.mongodb_uri)[system.mongo_db]["event_log"].find())
+    log = list(MongoClient(system.mongodb_uri, tz_aware=True)[system.mongo_db]["event_log"].find())
     assert len(log) == len(outbox)
     assert {doc["_id"] for doc in log} == {row["fields"]["event_id"] for row in outbox}
     assert system.redis.xlen(system.stream) >= len(outbox)
@@ -152,6 +153,15 @@ def test_orders_flow_through_every_consumer_and_the_state_stays_consistent(syste
     codes = system.stop()
     assert all(code == 0 for name, code in codes.items() if name != "web"), codes
 
+    # Where the time goes: request -> ORDER_CREATED -> STOCK_RESERVED -> ORDER_CONFIRMED.
+    stages = defaultdict(list)
+    for order in placed:
+        at = {doc["type"]: doc["occurred_at"].timestamp() for doc in events_by_order[order["id"]]}
+        if "ORDER_CONFIRMED" in at:
+            stages["post_to_created"].append(at["ORDER_CREATED"] - order["sent"])
+            stages["created_to_reserved"].append(at["STOCK_RESERVED"] - at["ORDER_CREATED"])
+            stages["reserved_to_confirmed"].append(at["ORDER_CONFIRMED"] - at["STOCK_RESERVED"])
+
     report = {
         "orders": ORDERS,
         "statuses": dict(statuses),
@@ -161,8 +171,9 @@ def test_orders_flow_through_every_consumer_and_the_state_stays_consistent(syste
             "max": round(latencies[-1] * 1000, 1),
             "samples": len(latencies),
         },
+        "stage_p50_ms": {name: round(statistics.median(values) * 1000, 1) for name, values in stages.items()},
     }
     out = Path(ROOT) / "build" / "e2e-report.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print("e2e report:", json.dumps(report))
+    REPORTS.append(f"e2e orders: {json.dumps(report)} (also in {out.relative_to(ROOT)})")
