@@ -8,6 +8,7 @@ and its type; the entry is acked only after their effects are durable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -115,7 +116,7 @@ class StreamConsumer:
         handlers = registry.handlers_for(self.name, envelope.type)
         if not handlers:
             return True  # not an event this consumer cares about
-        envelope = Envelope(**{**vars(envelope), "stream": self.stream, "entry_id": entry_id})
+        envelope = dataclasses.replace(envelope, stream=self.stream, entry_id=entry_id)
         with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
             try:
                 event = envelope.event()

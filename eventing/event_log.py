@@ -36,25 +36,25 @@ class EventRecord(Document):
     }
 
 
-def event_log_append(*, envelope: Envelope) -> None:
+def event_log_append(*, envelope: Envelope) -> bool:
+    """Record the event once; a redelivery changes nothing. True when it was new."""
     ms, seq = (int(part) for part in (envelope.entry_id or "0-0").split("-"))
-    insert_once(
-        EventRecord,
-        key=envelope.id,
-        fields={
-            "type": envelope.type,
-            "version": envelope.version,
-            "occurred_at": envelope.occurred_at,
-            "correlation_id": envelope.correlation_id,
-            "causation_id": envelope.causation_id,
-            "aggregate_type": envelope.aggregate_type,
-            "aggregate_id": envelope.aggregate_id,
-            "aggregate_version": envelope.aggregate_version,
-            "data": envelope.data,
-            "stream": envelope.stream,
-            "stream_entry_id": envelope.entry_id,
-            "stream_ms": ms,
-            "stream_seq": seq,
-            "recorded_at": utcnow(),
-        },
+    return insert_once(
+        EventRecord(
+            id=envelope.id,
+            type=envelope.type,
+            version=envelope.version,
+            occurred_at=envelope.occurred_at,
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+            aggregate_type=envelope.aggregate_type,
+            aggregate_id=envelope.aggregate_id,
+            aggregate_version=envelope.aggregate_version,
+            data=envelope.data,
+            stream=envelope.stream,
+            stream_entry_id=envelope.entry_id,
+            stream_ms=ms,
+            stream_seq=seq,
+            recorded_at=utcnow(),
+        )
     )

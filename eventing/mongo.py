@@ -3,14 +3,23 @@
 FerretDB v1 (used in development and CI) has no multi-document transactions,
 so every write here is idempotent on its own: inserts keyed by event id, and
 view updates guarded by the aggregate version.
+
+FerretDB v1's SQLite backend only hands a filter of exactly ``{"_id": …}`` to
+SQLite; any other filter makes it load and decode the whole collection. Its
+``_id`` index serves uniqueness on insert, not lookups, so even those cost a
+scan there. On MongoDB all of these are indexed.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mongoengine
 from django.conf import settings
 from mongoengine import Document
 from mongoengine.errors import NotUniqueError
+
+from eventing.redis_client import get_redis
 
 
 def connect(uri: str | None = None) -> None:
@@ -27,26 +36,71 @@ def connect(uri: str | None = None) -> None:
     )
 
 
-def upsert_if_newer(document: type[Document], *, key: Any, version: int, fields: dict[str, Any]) -> bool:
+def upsert_if_newer(
+    document: type[Document],
+    *,
+    key: str,
+    version: int,
+    fields: dict[str, Any],
+    facts: dict[str, Any] | None = None,
+    add_to_set: dict[str, Any] | None = None,
+) -> bool:
     """Set ``fields`` on the view row ``key`` unless it already holds ``version`` or newer.
 
-    The filter only matches an older row; when none matches, the upsert tries
-    to insert ``key``, which fails on the unique ``_id`` if a newer row is
-    there. So a duplicate or out-of-order event never overwrites newer state.
-    Returns True when the row changed.
+    A duplicate or out-of-order event never overwrites newer state. ``facts``
+    (values that never change) and ``add_to_set`` members are applied whatever
+    the version. Returns True when the row took the new version.
+
+    FerretDB v1 does not apply an update atomically (it reads, then writes, and
+    concurrent updates of one document lose writes), so the read-compare-write
+    runs under a short per-row lock in Redis. Every query names only ``_id``,
+    the one filter FerretDB hands down to its storage.
     """
-    updates = {f"set__{name}": value for name, value in fields.items()}
+    collection = document._get_collection()
+    always: dict[str, Any] = {}
+    if facts:
+        always["$set"] = dict(facts)
+    if add_to_set:
+        always["$addToSet"] = dict(add_to_set)
+    with _row_lock(collection.name, key):
+        current = collection.find_one({"_id": key}, {"version": 1})
+        if current is None:
+            row = {"_id": key, **fields, **(facts or {}), "version": version}
+            row |= {name: [member] for name, member in (add_to_set or {}).items()}
+            collection.insert_one(row)
+            return True
+        if current.get("version", 0) >= version:
+            if always:
+                collection.update_one({"_id": key}, always)
+            return False
+        collection.update_one(
+            {"_id": key}, {**always, "$set": {**always.get("$set", {}), **fields, "version": version}}
+        )
+        return True
+
+
+@contextmanager
+def _row_lock(collection: str, key: str) -> Iterator[None]:
+    # Rows take milliseconds to write; the timeout only frees the lock of a
+    # writer that died holding it.
+    lock = get_redis().lock(f"eventing:row-lock:{collection}:{key}", timeout=10, blocking_timeout=30)
+    if not lock.acquire():
+        raise TimeoutError(f"could not lock {collection}/{key} within 30s")
     try:
-        document.objects(pk=key, version__lt=version).update_one(upsert=True, set__version=version, **updates)
+        yield
+    finally:
+        lock.release()
+
+
+def insert_once(document: Document) -> bool:
+    """Insert ``document`` unless its ``_id`` is already there. True when inserted.
+
+    A plain insert, not an upsert: FerretDB v1 checks the unique ``_id`` index
+    on insert, but its SQLite backend scans the whole collection for every
+    update, so the ever-growing event log must only ever be inserted into.
+    """
+    try:
+        document.save(force_insert=True)
     except NotUniqueError:
-        return False
+        return False  # an earlier delivery already wrote it: same content
     return True
-
-
-def insert_once(document: type[Document], *, key: Any, fields: dict[str, Any]) -> None:
-    """Insert the row ``key`` if it is absent; a second call changes nothing."""
-    updates = {f"set_on_insert__{name}": value for name, value in fields.items()}
-    try:
-        document.objects(pk=key).update_one(upsert=True, **updates)
-    except NotUniqueError:
-        pass  # a concurrent insert of the same key won the race: same content

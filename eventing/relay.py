@@ -8,7 +8,6 @@ and :func:`relay_forever` (``manage.py relay_outbox``) publishes it.
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -98,13 +97,3 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
                 break
             stop.wait(settings.EVENTING_RELAY_POLL_SECONDS)
     return total
-
-
-def wait_for_outbox_drained(*, timeout: float) -> bool:
-    """True once nothing is left unpublished; used by tests and the demo set-up."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not OutboxEvent.objects.filter(published_at__isnull=True).exists():
-            return True
-        time.sleep(0.05)
-    return False

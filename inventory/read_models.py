@@ -26,7 +26,7 @@ class StockView(Document):
         return self.id
 
 
-def _apply_state(state: ItemStateData) -> None:
+def _apply_state(state: ItemStateData, *, facts: dict[str, str] | None = None) -> None:
     upsert_if_newer(
         StockView,
         key=state["sku"],
@@ -36,15 +36,18 @@ def _apply_state(state: ItemStateData) -> None:
             "reserved": state["reserved"],
             "available": state["on_hand"] - state["reserved"],
         },
+        facts=facts,
     )
 
 
 def project_stock_added(*, event: StockAdded, envelope: Envelope) -> None:
-    # The name never changes, so it is set whatever the version.
-    StockView.objects(pk=event.sku).update_one(upsert=True, set_on_insert__version=0, set__name=event.name)
-    _apply_state(
-        {"sku": event.sku, "on_hand": event.on_hand, "reserved": event.reserved, "version": envelope.aggregate_version}
-    )
+    state: ItemStateData = {
+        "sku": event.sku,
+        "on_hand": event.on_hand,
+        "reserved": event.reserved,
+        "version": envelope.aggregate_version,
+    }
+    _apply_state(state, facts={"name": event.name})  # the name never changes
 
 
 def project_stock_levels(*, items: list[ItemStateData]) -> None:

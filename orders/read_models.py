@@ -1,8 +1,8 @@
 """The orders app's read views in MongoDB and the projections that build them.
 
-Every write is idempotent on its own (FerretDB v1 has no transactions): facts
-that never change are set unconditionally, history entries are added to a
-set, and the current status is guarded by the order's aggregate version, so
+Every write is idempotent on its own (FerretDB v1 has no transactions): the
+current status is guarded by the order's aggregate version, while facts that
+never change and history entries are applied whatever the version, so
 duplicates and out-of-order events converge to the newest state.
 """
 
@@ -66,39 +66,35 @@ def project_order_view(*, event: OrderEvent, envelope: Envelope) -> None:
     facts: dict[str, Any] = {"customer_id": event.customer_id}
     if isinstance(event, OrderCreated):
         facts |= {"lines": list(event.lines), "placed_at": parse_time(event.placed_at)}
-    entry = {
-        "status": status,
-        "at": envelope.occurred_at,
-        "version": envelope.aggregate_version,
-        "event_id": envelope.id,
-    }
-    OrderView.objects(pk=event.order_id).update_one(
-        upsert=True,
-        set_on_insert__version=0,
-        add_to_set__history=entry,
-        **{f"set__{name}": value for name, value in facts.items()},
-    )
     upsert_if_newer(
         OrderView,
         key=event.order_id,
         version=envelope.aggregate_version,
         fields={"status": status, "reason": _reason(event), "updated_at": envelope.occurred_at},
+        facts=facts,
+        add_to_set={
+            "history": {
+                "status": status,
+                "at": envelope.occurred_at,
+                "version": envelope.aggregate_version,
+                "event_id": envelope.id,
+            }
+        },
     )
 
 
 def project_customer_order(*, event: OrderEvent, envelope: Envelope) -> None:
+    facts: dict[str, Any] = {"customer_id": event.customer_id}
     if isinstance(event, OrderCreated):
-        CustomerOrder.objects(pk=event.order_id).update_one(
-            upsert=True,
-            set_on_insert__version=0,
-            set__customer_id=event.customer_id,
-            set__placed_at=parse_time(event.placed_at),
-            set__line_count=len(event.lines),
-            set__total_quantity=sum(line["quantity"] for line in event.lines),
-        )
+        facts |= {
+            "placed_at": parse_time(event.placed_at),
+            "line_count": len(event.lines),
+            "total_quantity": sum(line["quantity"] for line in event.lines),
+        }
     upsert_if_newer(
         CustomerOrder,
         key=event.order_id,
         version=envelope.aggregate_version,
-        fields={"customer_id": event.customer_id, "status": STATUS_BY_EVENT[type(event)]},
+        fields={"status": STATUS_BY_EVENT[type(event)]},
+        facts=facts,
     )

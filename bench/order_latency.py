@@ -1,0 +1,135 @@
+"""POST -> CONFIRMED latency and burst throughput of the whole system, next to
+raw baselines measured in the same run (these machines are noisy, so compare
+ratios, not absolute numbers).
+
+    .venv/bin/python bench/order_latency.py [--sequential 50] [--burst 200]
+
+Runs the web server, relay and consumers as separate processes, like
+tests/e2e, against the Redis and FerretDB that `scripts/services start` runs.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.system import System  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
+MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/eventmono")
+FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def raw_stream_hop(system: System, samples: int) -> list[float]:
+    """XADD on one connection, XREADGROUP BLOCK on another: one bare Redis Streams hop."""
+    import redis
+
+    stream = f"{system.stream}-raw"
+    writer, reader = (redis.Redis.from_url(REDIS_URL) for _ in range(2))
+    reader.xgroup_create(stream, "g", id="$", mkstream=True)
+    hops = []
+    for _ in range(samples):
+        box: dict[str, float] = {}
+
+        def read(box: dict[str, float] = box) -> None:
+            reader.xreadgroup("g", "c", {stream: ">"}, count=1, block=5000)
+            box["got"] = time.perf_counter()
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        time.sleep(0.002)
+        sent = time.perf_counter()
+        writer.xadd(stream, {"data": "x" * 400})
+        thread.join(timeout=10)
+        hops.append(box["got"] - sent)
+    writer.delete(stream)
+    return hops
+
+
+def raw_http(system: System, samples: int) -> list[float]:
+    """An authenticated GET of an empty listing: the web stack's own cost."""
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        status, _, _ = system.request("GET", "/api/orders/?customer_id=nobody")
+        assert status == 200
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def place_and_wait(system: System, body: dict, timeout: float = 30) -> float:
+    start = time.perf_counter()
+    status, placed, _ = system.request("POST", "/api/orders/", body)
+    assert status == 202, placed
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, view, _ = system.request("GET", f"/api/orders/{placed['id']}/")
+        if status == 200 and view["status"] in FINAL:
+            return time.perf_counter() - start
+        time.sleep(0.002)
+    raise TimeoutError(placed["id"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequential", type=int, default=50, help="orders placed one at a time (latency)")
+    parser.add_argument("--burst", type=int, default=200, help="orders placed from 8 threads at once (throughput)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI)
+        try:
+            system.start()
+            system.request("POST", "/api/inventory/items/", {"sku": "BENCH-1", "name": "bench", "quantity": 10**8})
+            system.wait_settled()
+            body = {"customer_id": "bench", "lines": [{"sku": "BENCH-1", "quantity": 1}]}
+
+            hop = raw_stream_hop(system, 200)
+            http = raw_http(system, 100)
+            sequential = [place_and_wait(system, body) for _ in range(args.sequential)]
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda _: system.request("POST", "/api/orders/", body), range(args.burst)))
+            accepted = time.perf_counter() - start
+            system.wait_settled(timeout=300, quiet_for=0.3)
+            settled = time.perf_counter() - start - 0.3
+        finally:
+            system.stop()
+            system.cleanup()
+
+    report = {
+        "raw_redis_hop_ms": {"p50": ms(statistics.median(hop)), "p99": ms(pct(hop, 0.99))},
+        "raw_http_get_ms": {"p50": ms(statistics.median(http)), "p99": ms(pct(http, 0.99))},
+        "post_to_confirmed_ms": {"p50": ms(statistics.median(sequential)), "p99": ms(pct(sequential, 0.99))},
+        "ratio_p50_to_raw_redis_hop": round(statistics.median(sequential) / statistics.median(hop), 1),
+        "ratio_p50_to_raw_http_get": round(statistics.median(sequential) / statistics.median(http), 1),
+        "burst": {
+            "orders": args.burst,
+            "accepted_per_s": round(args.burst / accepted, 1),
+            "processed_per_s": round(args.burst / settled, 1),
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
