@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
 
 import redis
 from django.conf import settings
@@ -21,9 +20,10 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
 
 from eventing import context, registry
-from eventing.events import Envelope, EventError
+from eventing.events import Envelope, Event, EventError
 from eventing.models import ProcessedEvent
 from eventing.redis_client import get_redis
+from eventing.relay import publishing_batch
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,20 @@ MAX_BACKOFF_SECONDS = 30.0
 
 class TransientFailure(Exception):
     """Processing stopped because a backing service is unavailable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One entry read by this consumer, decoded, with the handlers it goes to."""
+
+    entry_id: str
+    envelope: Envelope
+    event: Event | None
+    handlers: list[registry.Handler]
+
+    @property
+    def transactional(self) -> bool:
+        return any(not handler.idempotent for handler in self.handlers)
 
 
 class StreamConsumer:
@@ -104,23 +118,72 @@ class StreamConsumer:
 
     # -- Processing -----------------------------------------------------------
 
-    def handle(self, entry_id: str, fields: dict[str, str]) -> bool:
-        """Apply one entry. True when it may be acked."""
+    def _decode(self, entry_id: str, fields: dict[str, str]) -> Delivery | None:
+        """The entry as work for this consumer; None when it must stay pending."""
         try:
             envelope = Envelope.from_json(fields.get("data", ""))
+            handlers = registry.handlers_for(self.name, envelope.type)
+            event = envelope.event() if handlers else None
         except EventError as exc:
             logger.error(
-                "%s: entry %s on %s cannot be decoded, left pending: %s", self.name, entry_id, self.stream, exc
+                "%s: entry %s on %s cannot be handled, left pending: %s", self.name, entry_id, self.stream, exc
             )
-            return False
-        handlers = registry.handlers_for(self.name, envelope.type)
-        if not handlers:
-            return True  # not an event this consumer cares about
+            return None
         envelope = dataclasses.replace(envelope, stream=self.stream, entry_id=entry_id)
+        return Delivery(entry_id=entry_id, envelope=envelope, event=event, handlers=handlers)
+
+    def _apply_transactional(self, work: list[Delivery]) -> set[str]:
+        """Apply the relational handlers of the whole batch in one transaction,
+        each event in a savepoint with its inbox row, so one commit covers the
+        batch and a failing event rolls back alone. Returns the entry ids done."""
+        done = {d.entry_id for d in work if not d.transactional}
+        todo = [d for d in work if d.transactional]
+        if not todo:
+            return done
+        with transaction.atomic():
+            applied = {
+                str(event_id)
+                for event_id in ProcessedEvent.objects.filter(
+                    consumer=self.name, event_id__in=[d.envelope.id for d in todo]
+                ).values_list("event_id", flat=True)
+            }
+            for delivery in todo:
+                envelope = delivery.envelope
+                with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
+                    if envelope.id in applied:
+                        logger.info(
+                            "%s: %s %s already applied; skipping the duplicate", self.name, envelope.type, envelope.id
+                        )
+                        done.add(delivery.entry_id)
+                        continue
+                    try:
+                        with transaction.atomic():
+                            ProcessedEvent.objects.create(consumer=self.name, event_id=envelope.id)
+                            for handler in delivery.handlers:
+                                if not handler.idempotent:
+                                    handler.func(delivery.event, envelope)
+                    except TRANSIENT_ERRORS as exc:
+                        raise TransientFailure(str(exc)) from exc
+                    except Exception:
+                        logger.exception(
+                            "%s: handling %s %s (entry %s) failed; left pending",
+                            self.name,
+                            envelope.type,
+                            envelope.id,
+                            delivery.entry_id,
+                        )
+                        continue
+                    applied.add(envelope.id)
+                    done.add(delivery.entry_id)
+        return done
+
+    def _apply_idempotent(self, delivery: Delivery) -> bool:
+        envelope = delivery.envelope
         with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
             try:
-                event = envelope.event()
-                self._apply(envelope, event, handlers)
+                for handler in delivery.handlers:
+                    if handler.idempotent:
+                        handler.func(delivery.event, envelope)
             except TRANSIENT_ERRORS as exc:
                 raise TransientFailure(str(exc)) from exc
             except Exception:
@@ -129,40 +192,29 @@ class StreamConsumer:
                     self.name,
                     envelope.type,
                     envelope.id,
-                    entry_id,
+                    delivery.entry_id,
                 )
                 return False
         return True
 
-    def _apply(self, envelope: Envelope, event: object, handlers: Iterable[registry.Handler]) -> None:
-        transactional = [h for h in handlers if not h.idempotent]
-        idempotent = [h for h in handlers if h.idempotent]
-        if transactional:
-            with transaction.atomic():
-                _, first_time = ProcessedEvent.objects.get_or_create(consumer=self.name, event_id=envelope.id)
-                if first_time:
-                    for handler in transactional:
-                        handler.func(event, envelope)
-                else:
-                    logger.info(
-                        "%s: %s %s already applied; skipping the duplicate", self.name, envelope.type, envelope.id
-                    )
-        for handler in idempotent:
-            handler.func(event, envelope)
-        logger.debug("%s: applied %s %s", self.name, envelope.type, envelope.id)
-
     def process(self, entries: list[Entry]) -> int:
         """Handle a batch and ack what was applied. Returns how many were acked.
 
-        On a transient failure the rest of the batch stays pending (acking what
-        already succeeded) and TransientFailure propagates.
+        Relational effects commit first (one transaction for the batch), then
+        the events they emitted are published, then idempotent (Mongo) handlers
+        run, and only then are the entries acked. On a transient failure what
+        already succeeded is acked, the rest stays pending, and
+        TransientFailure propagates.
         """
         close_old_connections()
+        work = [d for d in (self._decode(entry_id, fields) for entry_id, fields in entries) if d is not None]
         done: list[str] = []
         try:
-            for entry_id, fields in entries:
-                if self.handle(entry_id, fields):
-                    done.append(entry_id)
+            with publishing_batch():
+                applied = self._apply_transactional(work)
+            for delivery in work:
+                if delivery.entry_id in applied and self._apply_idempotent(delivery):
+                    done.append(delivery.entry_id)
         finally:
             if done:
                 self.redis.xack(self.stream, self.group, *done)

@@ -8,7 +8,9 @@ and :func:`relay_forever` (``manage.py relay_outbox``) publishes it.
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
 import redis
@@ -44,18 +46,42 @@ def publish(rows: Sequence[OutboxEvent], *, client: redis.Redis) -> int:
     return len(rows)
 
 
+# Set while a consumer applies a batch: rows committed meanwhile are published
+# together when the batch is done, in one round trip and one UPDATE.
+_batch: ContextVar[list[OutboxEvent] | None] = ContextVar("publishing_batch", default=None)
+
+
+def _publish_best_effort(rows: list[OutboxEvent]) -> None:
+    try:
+        publish(rows, client=get_redis(socket_timeout=settings.EVENTING_PUBLISH_TIMEOUT_SECONDS))
+    except Exception as exc:  # noqa: BLE001 - the rows are safe in the outbox; the relay retries them
+        logger.warning("could not publish %d event(s) after commit, the relay will: %s", len(rows), exc)
+
+
 def publish_after_commit(row: OutboxEvent) -> None:
     """Best effort, from the committing process: on failure the relay publishes it."""
 
     def _publish() -> None:
-        try:
-            publish([row], client=get_redis(socket_timeout=settings.EVENTING_PUBLISH_TIMEOUT_SECONDS))
-        except Exception as exc:  # noqa: BLE001 - the row is safe in the outbox; the relay retries it
-            logger.warning(
-                "could not publish %s %s after commit, the relay will: %s", row.event_type, row.event_id, exc
-            )
+        batch = _batch.get()
+        if batch is None:
+            _publish_best_effort([row])
+        else:
+            batch.append(row)
 
     transaction.on_commit(_publish)
+
+
+@contextmanager
+def publishing_batch() -> Iterator[None]:
+    """Collect the rows committed inside the block and publish them together at its end."""
+    rows: list[OutboxEvent] = []
+    token = _batch.set(rows)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+        if rows:
+            _publish_best_effort(rows)
 
 
 def publish_pending(*, client: redis.Redis, batch_size: int, grace_seconds: float) -> int:

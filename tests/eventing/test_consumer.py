@@ -36,13 +36,13 @@ def pending_count(redis_client, stream: str, group: str) -> int:
 def probe(monkeypatch):
     """A consumer 'probe' whose STOCK_ADDED handler records its calls and fails while told to."""
     monkeypatch.setattr(registry, "_HANDLERS", {k: list(v) for k, v in registry._HANDLERS.items()})
-    state = {"calls": [], "fail": False}
+    state = {"calls": [], "fail": False, "fail_sku": None}
 
     @registry.handles("probe", StockAdded)
     def record(event: StockAdded, envelope: Envelope) -> None:
         state["calls"].append(envelope.id)
         CatalogItem.objects.create(sku=event.sku, name=event.name)  # a relational effect
-        if state["fail"]:
+        if state["fail"] or event.sku == state["fail_sku"]:
             raise ValueError("handler bug")
 
     return state
@@ -66,6 +66,21 @@ def test_a_failed_handler_leaves_the_entry_pending_and_its_effect_rolled_back(re
     assert pending_count(redis_client, stream, "probe") == 0
     assert CatalogItem.objects.get().sku == "A-1"
     assert ProcessedEvent.objects.get().consumer == "probe"
+
+
+def test_one_failing_event_in_a_batch_rolls_back_alone(redis_client, stream, probe):
+    probe["fail_sku"] = "BAD"
+    for sku in ("A-1", "BAD", "A-2"):
+        xadd(redis_client, stream, stock_added(sku))
+
+    consumer = StreamConsumer(name="probe", block_ms=5)
+    consumer.run_until_idle()
+
+    assert sorted(CatalogItem.objects.values_list("sku", flat=True)) == ["A-1", "A-2"]
+    assert ProcessedEvent.objects.count() == 2
+    assert consumer.processed == 2
+    [pending] = redis_client.xpending_range(stream, "probe", min="-", max="+", count=10)
+    assert pending["times_delivered"] >= 1
 
 
 def test_entries_delivered_before_a_crash_are_reread_on_restart(redis_client, stream):
