@@ -6,6 +6,9 @@ from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 
 class PositiveQuantityField(serializers.IntegerField):
@@ -35,3 +38,12 @@ class Pagination(PageNumberPagination):
     django_paginator_class = _CountingPaginator
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+def paginated_response(
+    *, queryset: Any, serializer_class: type[serializers.Serializer], request: Request, view: APIView
+) -> Response:
+    """One page of ``queryset``, serialized, with count and next/previous links."""
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)

@@ -3,7 +3,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Pagination
+from config.api import paginated_response
 from eventing.selectors import event_log_list
 
 
@@ -37,6 +37,4 @@ class EventLogApi(APIView):
             aggregate_id=params.get("aggregate_id"),
             event_type=params.get("type"),
         )
-        paginator = Pagination()
-        page = paginator.paginate_queryset(records, request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return paginated_response(queryset=records, serializer_class=self.OutputSerializer, request=request, view=self)

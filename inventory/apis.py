@@ -4,7 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Pagination, PositiveQuantityField
+from config.api import PositiveQuantityField, paginated_response
 from config.exceptions import NotFound
 from eventing.context import get_correlation_id
 from inventory.selectors import stock_view_get, stock_view_list
@@ -31,9 +31,9 @@ class StockItemListCreateApi(APIView):
         return [IsAdminUser()] if self.request.method == "POST" else [IsAuthenticated()]
 
     def get(self, request: Request) -> Response:
-        paginator = Pagination()
-        page = paginator.paginate_queryset(stock_view_list(), request, view=self)
-        return paginator.get_paginated_response(StockOutputSerializer(page, many=True).data)
+        return paginated_response(
+            queryset=stock_view_list(), serializer_class=StockOutputSerializer, request=request, view=self
+        )
 
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)

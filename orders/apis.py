@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Pagination, PositiveQuantityField
+from config.api import PositiveQuantityField, paginated_response
 from config.exceptions import NotFound
 from eventing.context import get_correlation_id
 from orders.selectors import customer_order_list, order_view_get
@@ -36,9 +36,12 @@ class OrderListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(customer_order_list(**filters.validated_data), request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return paginated_response(
+            queryset=customer_order_list(**filters.validated_data),
+            serializer_class=self.OutputSerializer,
+            request=request,
+            view=self,
+        )
 
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
