@@ -84,7 +84,10 @@ def utcnow() -> datetime:
 
 
 def parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventError(f"timestamp {value!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         raise EventError(f"timestamp {value!r} has no time zone")
     return parsed.astimezone(UTC)
@@ -164,7 +167,11 @@ class Envelope:
             value = doc[name]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise EventError(f"envelope field {name!r} has the wrong type {type(value).__name__}")
-        return cls(**{**{k: doc[k] for k in expected}, "occurred_at": parse_time(doc["occurred_at"])})
+        try:
+            event_id = str(uuid.UUID(doc["id"]))
+        except ValueError:
+            raise EventError(f"envelope id {doc['id']!r} is not a UUID") from None
+        return cls(**{**{k: doc[k] for k in expected}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])})
 
     def event(self) -> Event:
         """The typed payload. Raises EventError for an unknown type or a bad payload."""

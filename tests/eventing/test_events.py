@@ -58,6 +58,8 @@ def test_the_envelope_carries_every_contract_field():
         (lambda d: d.update(version=True), "wrong type"),
         (lambda d: d.update(occurred_at="2026-01-01T00:00:00"), "time zone"),
         (lambda d: d.update(data=[]), "wrong type"),
+        (lambda d: d.update(id="not-a-uuid"), "not a UUID"),
+        (lambda d: d.update(occurred_at="yesterday"), "not ISO 8601"),
     ],
 )
 def test_a_malformed_envelope_is_refused_with_the_reason(mutate, message):
