@@ -106,6 +106,9 @@ EVENTING_STREAM = env("EVENTING_STREAM", default="events-stream")
 # The block time also bounds how long SIGTERM waits for an idle consumer.
 EVENTING_READ_COUNT = env.int("EVENTING_READ_COUNT", default=100)
 EVENTING_BLOCK_MS = env.int("EVENTING_BLOCK_MS", default=1000)
+# Entries whose relational effects commit in one transaction. Fewer commits
+# raise throughput; the first event of a chunk waits for the whole chunk.
+EVENTING_COMMIT_EVERY = env.int("EVENTING_COMMIT_EVERY", default=20)
 # Outbox rows the relay publishes per pipelined XADD round trip.
 EVENTING_RELAY_BATCH_SIZE = env.int("EVENTING_RELAY_BATCH_SIZE", default=500)
 # How often the relay looks for unpublished rows when it found none last time.

@@ -79,6 +79,7 @@ class StreamConsumer:
         self.stream = stream or settings.EVENTING_STREAM
         self.count = count or settings.EVENTING_READ_COUNT
         self.block_ms = block_ms if block_ms is not None else settings.EVENTING_BLOCK_MS
+        self.commit_every = settings.EVENTING_COMMIT_EVERY
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         # The socket must outlive the server-side BLOCK.
         self.redis = get_redis(socket_timeout=self.block_ms / 1000 + 10)
@@ -133,9 +134,9 @@ class StreamConsumer:
         return Delivery(entry_id=entry_id, envelope=envelope, event=event, handlers=handlers)
 
     def _apply_transactional(self, work: list[Delivery]) -> set[str]:
-        """Apply the relational handlers of the whole batch in one transaction,
+        """Apply the relational handlers of a chunk in one transaction,
         each event in a savepoint with its inbox row, so one commit covers the
-        batch and a failing event rolls back alone. Returns the entry ids done."""
+        chunk and a failing event rolls back alone. Returns the entry ids done."""
         done = {d.entry_id for d in work if not d.transactional}
         todo = [d for d in work if d.transactional]
         if not todo:
@@ -198,7 +199,8 @@ class StreamConsumer:
     def process(self, entries: list[Entry]) -> int:
         """Handle a batch and ack what was applied. Returns how many were acked.
 
-        Relational effects commit first (one transaction for the batch), then
+        The batch is applied in chunks of EVENTING_COMMIT_EVERY entries. In each,
+        relational effects commit first (one transaction for the chunk), then
         the events they emitted are published, then idempotent (Mongo) handlers
         run, and only then are the entries acked. On a transient failure what
         already succeeded is acked, the rest stays pending, and
@@ -206,18 +208,22 @@ class StreamConsumer:
         """
         close_old_connections()
         work = [d for d in (self._decode(entry_id, fields) for entry_id, fields in entries) if d is not None]
-        done: list[str] = []
-        try:
-            with publishing_batch():
-                applied = self._apply_transactional(work)
-            for delivery in work:
-                if delivery.entry_id in applied and self._apply_idempotent(delivery):
-                    done.append(delivery.entry_id)
-        finally:
-            if done:
-                self.redis.xack(self.stream, self.group, *done)
-                self.processed += len(done)
-        return len(done)
+        acked = 0
+        for start in range(0, len(work), self.commit_every):
+            chunk = work[start : start + self.commit_every]
+            done: list[str] = []
+            try:
+                with publishing_batch():
+                    applied = self._apply_transactional(chunk)
+                for delivery in chunk:
+                    if delivery.entry_id in applied and self._apply_idempotent(delivery):
+                        done.append(delivery.entry_id)
+            finally:
+                if done:
+                    self.redis.xack(self.stream, self.group, *done)
+                    self.processed += len(done)
+                    acked += len(done)
+        return acked
 
     def drain_pending(self, stop: threading.Event) -> None:
         """Re-read this consumer's own pending entries, oldest first."""
