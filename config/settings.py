@@ -109,6 +109,21 @@ EVENTING_BLOCK_MS = env.int("EVENTING_BLOCK_MS", default=1000)
 # Entries whose relational effects commit in one transaction. Fewer commits
 # raise throughput; the first event of a chunk waits for the whole chunk.
 EVENTING_COMMIT_EVERY = env.int("EVENTING_COMMIT_EVERY", default=20)
+# Deliveries of a failing event before it is dead-lettered; per consumer with
+# EVENTING_MAX_ATTEMPTS_BY_CONSUMER="inventory=3,orders=8".
+EVENTING_MAX_ATTEMPTS = env.int("EVENTING_MAX_ATTEMPTS", default=5)
+EVENTING_MAX_ATTEMPTS_BY_CONSUMER = env.dict("EVENTING_MAX_ATTEMPTS_BY_CONSUMER", cast={"value": int}, default={})
+# Backoff between deliveries of a failing event: base * 2^(attempt-1), capped.
+EVENTING_RETRY_BASE_MS = env.int("EVENTING_RETRY_BASE_MS", default=500)
+EVENTING_RETRY_MAX_MS = env.int("EVENTING_RETRY_MAX_MS", default=30_000)
+# An entry idle this long under another consumer is taken over: that consumer
+# is presumed dead. Must be well above the slowest handler's time (handlers take
+# milliseconds; a batch of EVENTING_READ_COUNT a few seconds at most), or a slow
+# but live consumer's entries would be processed twice.
+EVENTING_CLAIM_IDLE_MS = env.int("EVENTING_CLAIM_IDLE_MS", default=60_000)
+EVENTING_CLAIM_INTERVAL_MS = env.int("EVENTING_CLAIM_INTERVAL_MS", default=10_000)
+# Larger stream entries are dead-lettered unread.
+EVENTING_MAX_PAYLOAD_BYTES = env.int("EVENTING_MAX_PAYLOAD_BYTES", default=1_048_576)
 # Outbox rows the relay publishes per pipelined XADD round trip.
 EVENTING_RELAY_BATCH_SIZE = env.int("EVENTING_RELAY_BATCH_SIZE", default=500)
 # How often the relay looks for unpublished rows when it found none last time.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,59 @@ from eventing import context
 
 
 class EventError(Exception):
-    """An event or envelope does not match the contract."""
+    """An event or envelope does not match the contract. ``reason`` names the
+    kind of failure, as recorded on a dead letter."""
+
+    reason = "invalid event"
+
+
+class UndecodableEvent(EventError):
+    reason = "undecodable"
+
+
+class InvalidEvent(EventError):
+    reason = "invalid event"
+
+
+class UnknownEventType(EventError):
+    reason = "unknown type"
+
+
+class UnsupportedVersion(EventError):
+    reason = "unsupported version"
+
+
+def _type_errors(value: Any, hint: Any, path: str) -> list[str]:
+    """Where ``value`` does not have the shape ``hint`` describes (str, int, bool,
+    list[...], dict, TypedDict, X | None)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        return (
+            [] if any(not _type_errors(value, option, path) for option in options) else [f"{path} has the wrong type"]
+        )
+    if hint is type(None):
+        return [] if value is None else [f"{path} must be null"]
+    if hint is int:
+        return [] if isinstance(value, int) and not isinstance(value, bool) else [f"{path} must be an integer"]
+    if hint in (str, bool):
+        return [] if isinstance(value, hint) else [f"{path} must be a {hint.__name__}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{path} must be a list"]
+        (item,) = typing.get_args(hint)
+        return [error for i, member in enumerate(value) for error in _type_errors(member, item, f"{path}[{i}]")]
+    if typing.is_typeddict(hint):
+        if not isinstance(value, dict):
+            return [f"{path} must be an object"]
+        fields = typing.get_type_hints(hint)
+        missing = [f"{path}.{name} is missing" for name in fields if name not in value]
+        return missing + [
+            e for name, sub in fields.items() if name in value for e in _type_errors(value[name], sub, f"{path}.{name}")
+        ]
+    if hint is dict or origin is dict:
+        return [] if isinstance(value, dict) else [f"{path} must be an object"]
+    return []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,12 +95,17 @@ class Event:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Self:
+        """The event from its JSON data, checked against the field types. Extra keys are ignored."""
         if not isinstance(data, dict):
-            raise EventError(f"{cls.TYPE}: data must be an object, got {type(data).__name__}")
+            raise InvalidEvent(f"{cls.TYPE}: data must be an object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(n for n in names if n not in data)
         if missing:
-            raise EventError(f"{cls.TYPE}: missing field(s) {', '.join(missing)}")
+            raise InvalidEvent(f"{cls.TYPE}: missing field(s) {', '.join(missing)}")
+        hints = typing.get_type_hints(cls)
+        errors = [e for name in sorted(names) for e in _type_errors(data[name], hints[name], name)]
+        if errors:
+            raise InvalidEvent(f"{cls.TYPE}: {'; '.join(errors[:5])}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @property
@@ -72,7 +131,7 @@ def event_class(event_type: str) -> type[Event]:
     try:
         return _EVENT_TYPES[event_type]
     except KeyError:
-        raise EventError(f"unknown event type {event_type!r}") from None
+        raise UnknownEventType(f"unknown event type {event_type!r}") from None
 
 
 def registered_event_types() -> dict[str, type[Event]]:
@@ -87,9 +146,9 @@ def parse_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise EventError(f"timestamp {value!r} is not ISO 8601") from None
+        raise InvalidEvent(f"timestamp {value!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
-        raise EventError(f"timestamp {value!r} has no time zone")
+        raise InvalidEvent(f"timestamp {value!r} has no time zone")
     return parsed.astimezone(UTC)
 
 
@@ -142,9 +201,9 @@ class Envelope:
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise EventError(f"envelope is not valid JSON: {exc}") from None
+            raise UndecodableEvent(f"envelope is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
-            raise EventError("envelope must be a JSON object")
+            raise UndecodableEvent("envelope must be a JSON object")
         return cls.from_dict(doc)
 
     @classmethod
@@ -163,22 +222,19 @@ class Envelope:
         }
         for name, kind in expected.items():
             if name not in doc:
-                raise EventError(f"envelope field {name!r} is missing")
+                raise InvalidEvent(f"envelope field {name!r} is missing")
             value = doc[name]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise EventError(f"envelope field {name!r} has the wrong type {type(value).__name__}")
+                raise InvalidEvent(f"envelope field {name!r} has the wrong type {type(value).__name__}")
         try:
             event_id = str(uuid.UUID(doc["id"]))
         except ValueError:
-            raise EventError(f"envelope id {doc['id']!r} is not a UUID") from None
+            raise InvalidEvent(f"envelope id {doc['id']!r} is not a UUID") from None
         return cls(**{**{k: doc[k] for k in expected}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])})
 
     def event(self) -> Event:
         """The typed payload. Raises EventError for an unknown type or a bad payload."""
         cls = event_class(self.type)
         if self.version > cls.VERSION:
-            raise EventError(f"{self.type} v{self.version} is newer than this code knows (v{cls.VERSION})")
-        try:
-            return cls.from_data(self.data)
-        except TypeError as exc:
-            raise EventError(f"{self.type}: {exc}") from None
+            raise UnsupportedVersion(f"{self.type} v{self.version} is newer than this code knows (v{cls.VERSION})")
+        return cls.from_data(self.data)

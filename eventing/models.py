@@ -36,3 +36,78 @@ class ProcessedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer} {self.event_id}"
+
+
+class DeadLetter(models.Model):
+    """An event one consumer group gave up on, kept with everything needed to
+    understand it, and retried or discarded from the admin or `manage.py dlq`."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "pending a decision"
+        RETRIED = "RETRIED", "retried"
+        DISCARDED = "DISCARDED", "discarded"
+
+    class Reason(models.TextChoices):
+        UNDECODABLE = "undecodable"
+        INVALID = "invalid event"
+        UNKNOWN_TYPE = "unknown type"
+        UNSUPPORTED_VERSION = "unsupported version"
+        OVERSIZE = "oversize"
+        PERMANENT_ERROR = "permanent error"
+        MAX_ATTEMPTS = "max attempts"
+
+    stream = models.CharField(max_length=200)
+    entry_id = models.CharField(max_length=40)
+    event_id = models.CharField(max_length=64, blank=True, db_index=True)
+    event_type = models.CharField(max_length=100, blank=True)
+    consumer_group = models.CharField(max_length=100)
+    handler = models.CharField(max_length=300, blank=True)
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    attempts = models.PositiveIntegerField()
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    error_class = models.CharField(max_length=300, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    payload = models.TextField(help_text="The stream entry's fields as JSON, exactly as read.")
+    correlation_id = models.CharField(max_length=128, blank=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    dead_letter_entry_id = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # Dead-lettering the same delivery twice (a crash before the ack) records it once.
+            models.UniqueConstraint(fields=["consumer_group", "stream", "entry_id"], name="dead_letter_once"),
+        ]
+        permissions = [
+            ("retry_deadletter", "Can retry dead letters"),
+            ("discard_deadletter", "Can discard dead letters"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.consumer_group}: {self.event_type or '?'} {self.event_id or self.entry_id} ({self.reason})"
+
+
+class DeadLetterAction(models.Model):
+    """The audit trail: who retried or discarded which dead letter, when, and what came of it."""
+
+    class Kind(models.TextChoices):
+        RETRY = "retry"
+        DISCARD = "discard"
+
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    actor = models.CharField(max_length=150, help_text="The user, or the command that acted.")
+    reason = models.TextField(blank=True)
+    result = models.TextField()
+    batch = models.UUIDField(help_text="Shared by the entries one action was applied to.")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.dead_letter_id} by {self.actor}"

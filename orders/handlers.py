@@ -5,7 +5,7 @@ from eventing.registry import handles
 from inventory.events import StockAdded, StockRejected, StockReserved
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderRejected
 from orders.read_models import project_customer_order, project_order_view
-from orders.services import catalog_item_upsert, order_confirm, order_reject
+from orders.services import OrderNotFound, catalog_item_upsert, order_confirm, order_reject
 
 
 @handles("orders", StockAdded)
@@ -13,12 +13,12 @@ def learn_catalog_item(event: StockAdded, envelope: Envelope) -> None:
     catalog_item_upsert(sku=event.sku, name=event.name)
 
 
-@handles("orders", StockReserved)
+@handles("orders", StockReserved, permanent=(OrderNotFound,))
 def confirm_order(event: StockReserved, envelope: Envelope) -> None:
     order_confirm(order_id=event.order_id)
 
 
-@handles("orders", StockRejected)
+@handles("orders", StockRejected, permanent=(OrderNotFound,))
 def reject_order(event: StockRejected, envelope: Envelope) -> None:
     order_reject(order_id=event.order_id, reason=event.reason)
 

@@ -64,7 +64,10 @@ def stream(settings, redis_client: redis.Redis) -> Iterator[str]:  # type: ignor
     name = unique("test-stream")
     settings.EVENTING_STREAM = name
     yield name
-    redis_client.delete(name)
+    # The stream, its retry and dead-letter streams, and the consumers' bookkeeping.
+    keys = [*redis_client.scan_iter(f"{name}*"), *redis_client.scan_iter(f"eventing:*{name}*")]
+    if keys:
+        redis_client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)

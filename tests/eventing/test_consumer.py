@@ -5,7 +5,7 @@ import pytest
 from eventing import registry
 from eventing.consumer import StreamConsumer
 from eventing.events import Envelope
-from eventing.models import ProcessedEvent
+from eventing.models import DeadLetter, ProcessedEvent
 from inventory.events import StockAdded
 from inventory.read_models import StockView
 from orders.events import OrderConfirmed, OrderCreated
@@ -153,14 +153,15 @@ def test_events_a_consumer_does_not_handle_are_acked_and_skipped(redis_client, s
     assert not ProcessedEvent.objects.exists()
 
 
-def test_an_undecodable_entry_stays_pending_without_stopping_the_consumer(redis_client, stream):
+def test_an_undecodable_entry_is_dead_lettered_without_stopping_the_consumer(redis_client, stream):
     redis_client.xadd(stream, {"type": "STOCK_ADDED", "data": "{not json", "timestamp": "x"})
     xadd(redis_client, stream, stock_added("C-1"))
 
     StreamConsumer(name="orders", block_ms=5).run_until_idle()
 
     assert CatalogItem.objects.filter(sku="C-1").exists()
-    assert pending_count(redis_client, stream, "orders") == 1
+    assert pending_count(redis_client, stream, "orders") == 0
+    assert DeadLetter.objects.get().reason == "undecodable"
 
 
 def test_a_consumer_recreates_its_group_when_the_stream_disappears(redis_client, stream, caplog):
