@@ -131,6 +131,11 @@ EVENTING_RELAY_POLL_SECONDS = env.float("EVENTING_RELAY_POLL_SECONDS", default=0
 # Rows younger than this are left to the process that committed them, which
 # publishes right after commit; the relay takes what that process failed to.
 EVENTING_RELAY_GRACE_SECONDS = env.float("EVENTING_RELAY_GRACE_SECONDS", default=2.0)
+# How often the relay trims what every consumer group has acked.
+EVENTING_TRIM_INTERVAL_SECONDS = env.float("EVENTING_TRIM_INTERVAL_SECONDS", default=60.0)
+# After a Redis restart, events published up to this long before the last
+# entry that survived are published again (covers clock skew between hosts).
+EVENTING_REPUBLISH_MARGIN_SECONDS = env.float("EVENTING_REPUBLISH_MARGIN_SECONDS", default=2.0)
 # Socket timeout for Redis calls made right after a commit: a request must not
 # hang on a dead Redis, the relay publishes the rows later.
 EVENTING_PUBLISH_TIMEOUT_SECONDS = env.float("EVENTING_PUBLISH_TIMEOUT_SECONDS", default=0.5)

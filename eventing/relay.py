@@ -8,10 +8,11 @@ and :func:`relay_forever` (``manage.py relay_outbox``) publishes it.
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from django.conf import settings
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from eventing.models import OutboxEvent
 from eventing.redis_client import get_redis
+from eventing.trim import trim_streams
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,18 @@ def publish(rows: Sequence[OutboxEvent], *, client: redis.Redis) -> int:
     """
     if not rows:
         return 0
-    pipe = client.pipeline(transaction=False)
-    for row in rows:
-        pipe.xadd(row.stream, {"type": row.event_type, "data": row.payload, "timestamp": row.occurred_at.isoformat()})
-    pipe.execute()
+    _xadd(rows, client=client)
     OutboxEvent.objects.filter(pk__in=[row.pk for row in rows], published_at__isnull=True).update(
         published_at=timezone.now()
     )
     return len(rows)
+
+
+def _xadd(rows: Sequence[OutboxEvent], *, client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        pipe.xadd(row.stream, {"type": row.event_type, "data": row.payload, "timestamp": row.occurred_at.isoformat()})
+    pipe.execute()
 
 
 # Set while a consumer applies a batch: rows committed meanwhile are published
@@ -93,19 +99,73 @@ def publish_pending(*, client: redis.Redis, batch_size: int, grace_seconds: floa
     return publish(rows, client=client)
 
 
+def republish_lost(*, client: redis.Redis, batch_size: int) -> int:
+    """Re-publish what a Redis restart may have lost.
+
+    Redis persists its AOF every second, so a crash can lose XADDs it had
+    acknowledged. Each stream's last id after the restart says up to when its
+    data survived; rows published since then (less a margin for clock skew)
+    go out again, and consumers drop the duplicates by event id.
+    """
+    total = 0
+    for stream in OutboxEvent.objects.filter(published_at__isnull=False).values_list("stream", flat=True).distinct():
+        try:
+            last_id = client.xinfo_stream(stream)["last-generated-id"]
+        except redis.ResponseError:
+            last_id = "0-0"  # the stream itself is gone
+        survived_until = datetime.fromtimestamp(int(last_id.split("-")[0]) / 1000, tz=UTC)
+        since = survived_until - timedelta(seconds=settings.EVENTING_REPUBLISH_MARGIN_SECONDS)
+        rows = OutboxEvent.objects.filter(stream=stream, published_at__gte=since).order_by("id")
+        start = 0
+        while batch := list(rows[start : start + batch_size]):
+            _xadd(batch, client=client)
+            start += len(batch)
+        if start:
+            logger.warning(
+                "re-published %d event(s) to %s that Redis may have lost (data survived until %s)",
+                start,
+                stream,
+                survived_until,
+            )
+        total += start
+    return total
+
+
+def run_id_key() -> str:
+    """Where the relay keeps the run id of the Redis it last saw; a different one means Redis restarted."""
+    return f"eventing:relay:{settings.EVENTING_STREAM}:redis-run-id"
+
+
+def _check_restart(client: redis.Redis, batch_size: int) -> None:
+    """Notice a Redis that restarted (its run id changed) and re-publish what it may have lost."""
+    run_id = client.info("server")["run_id"]
+    if client.get(run_id_key()) != run_id:
+        republish_lost(client=client, batch_size=batch_size)
+        client.set(run_id_key(), run_id)
+
+
 def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: float | None = None) -> int:
-    """Publish pending rows until ``stop`` is set (or, with ``once``, until none are left)."""
+    """Publish pending rows until ``stop`` is set (or, with ``once``, until none are left).
+
+    On every (re)connection it checks whether Redis restarted, and every
+    EVENTING_TRIM_INTERVAL_SECONDS it trims what every group has acked.
+    """
     batch_size = settings.EVENTING_RELAY_BATCH_SIZE
     grace = settings.EVENTING_RELAY_GRACE_SECONDS if grace_seconds is None else grace_seconds
     client = get_redis()
-    total, backoff, connected = 0, 0.0, False
+    total, backoff, connected, next_trim = 0, 0.0, False, time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
     while not stop.is_set():
         try:
             if not connected:
                 client.ping()
                 connected = True
                 logger.info("relay publishing to %s", settings.REDIS_URL)
+                _check_restart(client, batch_size)
             published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace)
+            if time.monotonic() >= next_trim and not once:
+                next_trim = time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
+                for stream in OutboxEvent.objects.values_list("stream", flat=True).distinct():
+                    trim_streams(client, stream)
         except redis.RedisError as exc:
             if once:
                 raise RelayError(f"cannot reach Redis at {settings.REDIS_URL}: {exc}") from exc

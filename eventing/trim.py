@@ -1,0 +1,56 @@
+"""Trimming streams without losing unread events.
+
+An entry may go only once every consumer group of its stream has acked it:
+it is older than the group's oldest pending entry and no newer than the last
+one delivered to the group. XTRIM MINID removes exactly the entries below the
+lowest such bound; a plain MAXLEN could drop events a group has not read.
+"""
+
+import logging
+
+import redis
+
+from eventing.streams import RETRY_MARK
+
+logger = logging.getLogger(__name__)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def safe_min_id(client: redis.Redis, stream: str) -> str | None:
+    """The lowest id every group still needs, or None when no group reads the stream."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return None  # no such stream
+    if not groups:
+        return None
+    bounds = []
+    for group in groups:
+        pending = client.xpending(stream, group["name"])
+        if pending["pending"]:
+            bounds.append(pending["min"])
+        else:
+            ms, seq = _id_key(group["last-delivered-id"])
+            bounds.append(f"{ms}-{seq + 1}")
+    return min(bounds, key=_id_key)
+
+
+def trim_stream(client: redis.Redis, stream: str) -> int:
+    """Remove the entries of ``stream`` that every group has acked. Returns how many went."""
+    min_id = safe_min_id(client, stream)
+    if min_id is None:
+        return 0
+    removed = client.xtrim(stream, minid=min_id, approximate=False)
+    if removed:
+        logger.info("trimmed %d acked entr(y/ies) from %s below %s", removed, stream, min_id)
+    return removed
+
+
+def trim_streams(client: redis.Redis, stream: str) -> dict[str, int]:
+    """Trim ``stream`` and its per-group retry streams. The dead-letter copy is left alone."""
+    streams = [stream, *sorted(client.scan_iter(f"{stream}{RETRY_MARK}*", _type="stream"))]
+    return {name: trim_stream(client, name) for name in streams}
