@@ -131,6 +131,11 @@ EVENTING_RELAY_POLL_SECONDS = env.float("EVENTING_RELAY_POLL_SECONDS", default=0
 # Rows younger than this are left to the process that committed them, which
 # publishes right after commit; the relay takes what that process failed to.
 EVENTING_RELAY_GRACE_SECONDS = env.float("EVENTING_RELAY_GRACE_SECONDS", default=2.0)
+# Longest pause of a consumer or the relay while a backing service is down.
+EVENTING_MAX_BACKOFF_SECONDS = env.float("EVENTING_MAX_BACKOFF_SECONDS", default=30.0)
+# Modules of handlers outside the apps (plugins, test doubles of consumers),
+# imported by EventingConfig.ready() like every app's handlers.py.
+EVENTING_EXTRA_HANDLER_MODULES = env.list("EVENTING_EXTRA_HANDLER_MODULES", default=[])
 # How often the relay trims what every consumer group has acked.
 EVENTING_TRIM_INTERVAL_SECONDS = env.float("EVENTING_TRIM_INTERVAL_SECONDS", default=60.0)
 # After a Redis restart, events published up to this long before the last

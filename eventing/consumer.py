@@ -58,7 +58,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ServerSelectionTimeoutError,
     ExecutionTimeout,
 )
-MAX_BACKOFF_SECONDS = 30.0
 # A health record older than this means the consumer is gone.
 HEALTH_TTL_SECONDS = 30
 
@@ -130,7 +129,7 @@ class StreamConsumer:
         # The socket must outlive the server-side BLOCK.
         self.redis = get_redis(socket_timeout=self.block_ms / 1000 + 10)
         self.failures_key = f"eventing:failures:{self.stream}:{self.group}"
-        self.health_key = f"eventing:health:{self.group}:{self.consumer_id}"
+        self.health_key = f"eventing:health:{self.stream}:{self.group}:{self.consumer_id}"
         self.processed = 0
         self.dead_lettered = 0
         self.ready = False
@@ -485,11 +484,14 @@ class StreamConsumer:
                         return
                     self.set_ready(True)
             except (redis.ConnectionError, redis.TimeoutError, TransientFailure, DatabaseError) as exc:
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
+                backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
                 self.set_ready(False, f"{type(exc).__name__}: {exc}")
                 logger.error("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
                 stop.wait(backoff)
-        self.set_ready(False, "stopped")
+        try:
+            self.redis.delete(self.health_key)  # gone, rather than not ready
+        except redis.RedisError:
+            pass
         logger.info("consumer %s stopped after %d event(s)", self.name, self.processed)
 
     def run_until_idle(self) -> None:

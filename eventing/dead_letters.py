@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -174,3 +175,28 @@ def dead_letter_filter(
     if search:
         query = query.filter(Q(event_id=search) | Q(correlation_id=search) | Q(entry_id=search))
     return query.order_by("-created_at")
+
+
+def dead_letter_find(*, ids: Iterable[int]) -> tuple[list[DeadLetter], list[int]]:
+    """The dead letters with these ids, in the order given, and the ids that match none."""
+    wanted = list(dict.fromkeys(ids))
+    found = DeadLetter.objects.in_bulk(wanted)
+    return [found[pk] for pk in wanted if pk in found], [pk for pk in wanted if pk not in found]
+
+
+def dead_letter_actions(*, dead_letter: DeadLetter) -> Any:
+    """Its audit trail, oldest first."""
+    return dead_letter.actions.order_by("at", "id")
+
+
+def dead_letter_payload_pretty(dead_letter: DeadLetter) -> str:
+    """The entry's fields as indented JSON; an envelope in ``data`` is decoded and indented too,
+    so it reads as one document. Anything that is not JSON is shown exactly as stored."""
+    try:
+        fields = json.loads(dead_letter.payload)
+    except ValueError:
+        return dead_letter.payload
+    if isinstance(fields, dict) and isinstance(fields.get("data"), str):
+        with contextlib.suppress(ValueError):  # undecodable data stays as it was read
+            fields = {**fields, "data": json.loads(fields["data"])}
+    return json.dumps(fields, indent=2, sort_keys=True, ensure_ascii=False)

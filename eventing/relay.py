@@ -170,7 +170,7 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
             if once:
                 raise RelayError(f"cannot reach Redis at {settings.REDIS_URL}: {exc}") from exc
             connected = False
-            backoff = min(max(backoff * 2, 0.5), 30.0)
+            backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
             logger.error("relay cannot reach Redis (%s); retrying in %.1fs", exc, backoff)
             stop.wait(backoff)
             continue

@@ -19,6 +19,9 @@ from rest_framework.test import APIClient
 from eventing import mongo
 from eventing.redis_client import get_redis
 
+# Measurements the end-to-end and fault tests make, shown at the end of the run.
+REPORTS: list[str] = []
+
 SERVICES_HINT = "start them with `scripts/services start` (make test does this)"
 
 
@@ -34,6 +37,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         MongoClient(django_settings.MONGODB_URI, serverSelectionTimeoutMS=3000).admin.command("ping")
     except Exception as exc:  # noqa: BLE001 - any failure means the server is unusable
         pytest.exit(f"MongoDB at {django_settings.MONGODB_URI} is not reachable ({exc}); {SERVICES_HINT}", returncode=3)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in REPORTS:
+        terminalreporter.write_line(line)
 
 
 def unique(prefix: str) -> str:

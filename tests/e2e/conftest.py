@@ -6,14 +6,6 @@ from django.conf import settings
 
 from tests.e2e.system import System
 
-# Measurements the end-to-end tests make, shown at the end of the run.
-REPORTS: list[str] = []
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for line in REPORTS:
-        terminalreporter.write_line(line)
-
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[System]:

@@ -1,6 +1,7 @@
 """The whole system as separate processes: web server, relay and consumers,
-each a real `manage.py` process against the real Redis and FerretDB, with a
-SQLite database, stream and Mongo database of its own."""
+each a real `manage.py` process against real Redis and FerretDB, with a
+database (SQLite, or PostgreSQL when E2E_DATABASE=postgres), stream and Mongo
+database of its own. Also real Redis and FerretDB servers a test can kill."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONSUMERS = {"inventory": 2, "orders": 1, "projections": 1}
+FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+POSTGRES_URL = os.environ.get("E2E_POSTGRES_URL", "postgres://postgres@127.0.0.1:5433/eventmono")
 
 
 def free_port() -> int:
@@ -34,8 +39,96 @@ def mongo_uri(base_uri: str, database: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}/{database}"
 
 
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ServerProcess:
+    """A server a test starts, kills and restarts from its own data directory."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.dir)
+        wait_for(lambda: port_open(self.port), timeout=30, what=f"{self.name} on port {self.port}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class RedisServer(ServerProcess):
+    """Debian's redis-server with AOF everysec, as scripts/services runs it."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("redis", workdir)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+        ]  # fmt: skip
+
+
+class FerretDBServer(ServerProcess):
+    """FerretDB v1 on SQLite, the binary scripts/services builds."""
+
+    BINARY = os.environ.get("FERRETDB_BIN", str(Path.home() / ".cache" / "eventmono" / "ferretdb-v1.24.2" / "ferretdb"))
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("ferretdb", workdir)
+        self.uri = f"mongodb://127.0.0.1:{self.port}/"
+
+    def command(self) -> list[str]:
+        (self.dir / "data").mkdir(exist_ok=True)
+        return [
+            self.BINARY, "--handler=sqlite", f"--sqlite-url=file:{self.dir / 'data'}/", f"--state-dir={self.dir}",
+            f"--listen-addr=127.0.0.1:{self.port}", "--debug-addr=-", "--telemetry=disable", "--log-level=warn",
+        ]  # fmt: skip
+
+
 class System:
-    def __init__(self, workdir: Path, *, redis_url: str, mongodb_uri: str, consumers: dict[str, int] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        redis_url: str,
+        mongodb_uri: str,
+        consumers: dict[str, int] | None = None,
+        env: dict[str, str] | None = None,
+        database: str | None = None,
+    ):
         tag = uuid.uuid4().hex[:10]
         self.workdir = workdir
         self.stream = f"e2e-{tag}"
@@ -43,12 +136,13 @@ class System:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.consumers = consumers or DEFAULT_CONSUMERS
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=10)
         self.mongodb_uri = mongo_uri(mongodb_uri, self.mongo_db)
         self.password = uuid.uuid4().hex
+        self.database = database or os.environ.get("E2E_DATABASE", "sqlite")
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "DATABASE_URL": self._create_database(tag),
             "REDIS_URL": redis_url,
             "MONGODB_URI": self.mongodb_uri,
             "EVENTING_STREAM": self.stream,
@@ -58,13 +152,25 @@ class System:
             "DJANGO_SUPERUSER_USERNAME": "e2e-staff",
             "DJANGO_SUPERUSER_PASSWORD": self.password,
             "DJANGO_SUPERUSER_EMAIL": "e2e@example.com",
+            **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, list[str]] = {}
         self._token: str | None = None
+
+    def _create_database(self, tag: str) -> str:
+        if self.database == "sqlite":
+            return f"sqlite:///{self.workdir / 'db.sqlite3'}"
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "e2e_{tag}"')
+        self._pg_database = f"e2e_{tag}"
+        return POSTGRES_URL.rsplit("/", 1)[0] + f"/e2e_{tag}"
 
     # -- processes ------------------------------------------------------------
 
-    def manage(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def manage(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
             env=self.env,
@@ -72,11 +178,12 @@ class System:
             capture_output=True,
             text=True,
             timeout=timeout,
-            check=True,
+            check=check,
         )
 
     def spawn(self, name: str, *args: str) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.commands[name] = list(args)
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT, stdout=log, stderr=log
         )
@@ -88,8 +195,21 @@ class System:
         self.spawn("relay", "relay_outbox")
         for name, count in self.consumers.items():
             for i in range(count):
-                self.spawn(f"{name}-{i}", "run_consumer", name)
-        self.wait_for(lambda: self._web_up(), timeout=60, what="the web server")
+                self.start_consumer(name, i)
+        wait_for(self._web_up, timeout=60, what="the web server")
+
+    def start_consumer(self, name: str, index: int) -> str:
+        """Run consumer ``name`` with the consumer id "<name>-<index>" (the same on a restart)."""
+        proc = f"{name}-{index}"
+        self.spawn(proc, "run_consumer", name, "--consumer-id", proc)
+        return proc
+
+    def restart(self, proc: str) -> None:
+        self.spawn(proc, *self.commands[proc])
+
+    def kill(self, proc: str, sig: int = signal.SIGKILL, timeout: float = 60) -> int:
+        self.procs[proc].send_signal(sig)
+        return self.procs[proc].wait(timeout=timeout)
 
     def _web_up(self) -> bool:
         try:
@@ -114,10 +234,24 @@ class System:
         return codes
 
     def cleanup(self) -> None:
-        self.redis.delete(self.stream)
+        try:
+            keys = [*self.redis.scan_iter(f"{self.stream}*"), *self.redis.scan_iter(f"eventing:*{self.stream}*")]
+            if keys:
+                self.redis.delete(*keys)
+        except redis.RedisError:
+            pass  # a test may have stopped its own Redis for good
         from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
 
-        MongoClient(self.mongodb_uri, serverSelectionTimeoutMS=3000).drop_database(self.mongo_db)
+        try:
+            MongoClient(self.mongodb_uri, serverSelectionTimeoutMS=3000).drop_database(self.mongo_db)
+        except PyMongoError:
+            pass  # a test may have stopped its own FerretDB for good
+        if self.database == "postgres":
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_database}" WITH (FORCE)')
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
@@ -144,7 +278,7 @@ class System:
         for key, value in (headers or {}).items():
             req.add_header(key, value)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback only
                 return resp.status, json.loads(resp.read() or b"null"), dict(resp.headers)
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null"), dict(err.headers)
@@ -162,16 +296,44 @@ class System:
                 return results
             page += 1
 
+    def add_stock(self, stock: dict[str, int]) -> None:
+        for sku, quantity in stock.items():
+            status, body, _ = self.request(
+                "POST", "/api/inventory/items/", {"sku": sku, "name": sku, "quantity": quantity}
+            )
+            assert status == 201, body
+        self.wait_settled()  # the orders consumer has learned the skus
+
+    def place_orders(self, bodies: list[dict[str, Any]], *, threads: int = 8) -> list[dict[str, Any]]:
+        """POST the orders from ``threads`` threads at once; each gets 202. Returns the answers."""
+
+        def place(body: dict[str, Any]) -> dict[str, Any]:
+            sent = time.time()
+            status, answer, _ = self.request("POST", "/api/orders/", body)
+            assert status == 202, answer
+            return {**answer, "sent": sent, "lines": body["lines"], "customer_id": body["customer_id"]}
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(place, bodies))
+
     # -- state --------------------------------------------------------------
 
     def dumpdata(self, *models: str) -> list[dict[str, Any]]:
-        return json.loads(self.manage("dumpdata", *models).stdout)
+        return json.loads(self.manage("dumpdata", *models, timeout=300).stdout)
 
     def groups(self) -> list[dict[str, Any]]:
         try:
             return self.redis.xinfo_groups(self.stream)
         except redis.ResponseError:
             return []
+
+    def pending(self) -> int:
+        """Entries delivered and not acked, over every group of the stream and of its retry streams."""
+        total = 0
+        for stream in [self.stream, *self.redis.scan_iter(f"{self.stream}:retry:*", _type="stream")]:
+            for group in self.redis.xinfo_groups(stream):
+                total += group["pending"]
+        return total
 
     def settled(self) -> bool:
         """Every consumer group has read to the end of the stream and acked everything."""
@@ -183,7 +345,11 @@ class System:
         deadline = time.monotonic() + timeout
         calm_since = None
         while time.monotonic() < deadline:
-            if self.settled():
+            try:
+                calm = self.settled()
+            except redis.RedisError:
+                calm = False
+            if calm:
                 calm_since = calm_since or time.monotonic()
                 if time.monotonic() - calm_since >= quiet_for:
                     return
@@ -192,11 +358,15 @@ class System:
             time.sleep(0.05)
         raise TimeoutError(f"consumers did not settle within {timeout}s: {self.groups()}")
 
+    def wait_all_final(self, placed: list[dict[str, Any]], *, timeout: float = 120) -> None:
+        customers = sorted({o["customer_id"] for o in placed})
+
+        def all_final() -> bool:
+            views = {v["id"]: v["status"] for c in customers for v in self.get_all(f"/api/orders/?customer_id={c}")}
+            return all(views.get(o["id"]) in FINAL for o in placed)
+
+        wait_for(all_final, timeout=timeout, what="every order to reach a final status", interval=0.5)
+
     @staticmethod
     def wait_for(predicate: Any, *, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        wait_for(predicate, timeout=timeout, what=what)

@@ -15,7 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("name", nargs="?", help="Only this consumer group.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        pattern = f"eventing:health:{options['name'] or '*'}:*"
+        stream = settings.EVENTING_STREAM
+        pattern = f"eventing:health:{stream}:{options['name'] or '*'}:*"
         try:
             client = get_redis()
             records = {key: client.get(key) for key in sorted(client.scan_iter(pattern))}
@@ -27,7 +28,7 @@ class Command(BaseCommand):
                 f"not ready: no consumer {options['name'] or ''} has reported in the last 30s".replace("  ", " ")
             )
         for key, record in records.items():
-            group, consumer = key.split(":", 3)[2:]
+            group, consumer = key.removeprefix(f"eventing:health:{stream}:").split(":", 1)
             state = "ready" if record["ready"] else f"NOT READY ({record['reason']})"
             self.stdout.write(f"{group} {consumer}: {state}, {record['processed']} processed, reported {record['at']}")
         if not all(record["ready"] for record in records.values()):
