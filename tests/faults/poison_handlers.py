@@ -1,0 +1,22 @@
+"""A consumer only the fault tests run (via EVENTING_EXTRA_HANDLER_MODULES).
+
+"audit" records every order it sees. Its audit store rejects the orders of
+the customer "poison" until the file named by POISON_FIXED_FILE exists: the
+cause a team would fix before retrying the dead letter.
+"""
+
+import os
+from pathlib import Path
+
+from eventing.events import Envelope
+from eventing.registry import handles
+from orders.events import OrderCreated
+from orders.models import CatalogItem
+
+
+@handles("audit", OrderCreated)
+def audit_order(event: OrderCreated, envelope: Envelope) -> None:
+    if event.customer_id == "poison" and not Path(os.environ["POISON_FIXED_FILE"]).exists():
+        raise RuntimeError("the audit store rejects this order")
+    # The audit row; the consumer's inbox makes it once per event.
+    CatalogItem.objects.create(sku=f"audit:{event.order_id}", name=f"audited by {envelope.id}")
