@@ -87,6 +87,14 @@ class Delivery:
         return any(not handler.idempotent for handler in self.handlers)
 
 
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    """An entry that can never be applied; the envelope when it could be read."""
+
+    failure: Failure
+    envelope: Envelope | None = None
+
+
 @dataclasses.dataclass
 class HandlerFailure:
     delivery: Delivery
@@ -185,23 +193,26 @@ class StreamConsumer:
 
     # -- Decoding -------------------------------------------------------------
 
-    def _decode(self, entry: Entry) -> Delivery | Failure:
+    def _decode(self, entry: Entry) -> Delivery | Rejection:
         """The entry as work for this consumer, or why it can never be applied."""
+        envelope: Envelope | None = None
         try:
             if "data" not in entry.fields:
                 raise UndecodableEvent("the entry has no data field")
-            if len(entry.fields["data"].encode()) > settings.EVENTING_MAX_PAYLOAD_BYTES:
-                return self._permanent(
-                    DeadLetter.Reason.OVERSIZE,
-                    f"payload of {len(entry.fields['data'].encode())} bytes is over the "
-                    f"{settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit",
+            size = len(entry.fields["data"].encode())
+            if size > settings.EVENTING_MAX_PAYLOAD_BYTES:
+                return Rejection(
+                    self._permanent(
+                        DeadLetter.Reason.OVERSIZE,
+                        f"payload of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit",
+                    )
                 )
             envelope = Envelope.from_json(entry.fields["data"])
             event_class(envelope.type)  # an unknown type is refused by every consumer
             handlers = registry.handlers_for(self.name, envelope.type)
             event = envelope.event() if handlers else None
         except EventError as exc:
-            return self._permanent(exc.reason, str(exc), error=exc)
+            return Rejection(self._permanent(exc.reason, str(exc), error=exc), envelope)
         envelope = dataclasses.replace(envelope, stream=entry.stream, entry_id=entry.id)
         return Delivery(entry=entry, envelope=envelope, event=event, handlers=handlers)
 
@@ -338,8 +349,8 @@ class StreamConsumer:
         try:
             for entry in entries:
                 decoded = self._decode(entry)
-                if isinstance(decoded, Failure):
-                    self._dead_letter(entry, decoded)
+                if isinstance(decoded, Rejection):
+                    self._dead_letter(entry, decoded.failure, decoded.envelope)
                     finished.append(entry)
                 else:
                     work.append(decoded)

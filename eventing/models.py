@@ -48,13 +48,14 @@ class DeadLetter(models.Model):
         DISCARDED = "DISCARDED", "discarded"
 
     class Reason(models.TextChoices):
-        UNDECODABLE = "undecodable"
-        INVALID = "invalid event"
-        UNKNOWN_TYPE = "unknown type"
-        UNSUPPORTED_VERSION = "unsupported version"
-        OVERSIZE = "oversize"
-        PERMANENT_ERROR = "permanent error"
-        MAX_ATTEMPTS = "max attempts"
+        # Labels equal the stored values, so the admin's wording works in `manage.py dlq --reason`.
+        UNDECODABLE = "undecodable", "undecodable"
+        INVALID = "invalid event", "invalid event"
+        UNKNOWN_TYPE = "unknown type", "unknown type"
+        UNSUPPORTED_VERSION = "unsupported version", "unsupported version"
+        OVERSIZE = "oversize", "oversize"
+        PERMANENT_ERROR = "permanent error", "permanent error"
+        MAX_ATTEMPTS = "max attempts", "max attempts"
 
     stream = models.CharField(max_length=200)
     entry_id = models.CharField(max_length=40)

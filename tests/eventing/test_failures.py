@@ -124,6 +124,11 @@ def test_malformed_entries_are_dead_lettered_on_the_first_delivery_with_their_re
     dead = DeadLetter.objects.get()
     assert dead.reason == reason
     assert dead.attempts == 1
+    if reason in ("unknown type", "unsupported version", "invalid event"):  # the envelope itself was readable
+        assert (dead.event_id, dead.correlation_id) == (
+            json.loads(fields["data"])["id"],
+            json.loads(fields["data"])["correlation_id"],
+        )
     assert json.loads(dead.payload) == fields  # the raw entry, even when undecodable
     assert CatalogItem.objects.filter(sku="probe:AFTER-1").exists()  # the consumer kept going
     assert consumer.processed == 2
