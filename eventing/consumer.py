@@ -496,8 +496,9 @@ class StreamConsumer:
                     self.set_ready(True)
             except (redis.ConnectionError, redis.TimeoutError, TransientFailure, DatabaseError) as exc:
                 backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
+                where = f" (Redis at {settings.REDIS_URL})" if isinstance(exc, redis.RedisError) else ""
                 self.set_ready(False, f"{type(exc).__name__}: {exc}")
-                logger.error("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
+                logger.error("%s: %s%s: %s; retrying in %.1fs", self.name, type(exc).__name__, where, exc, backoff)
                 stop.wait(backoff)
         try:
             self.redis.delete(self.health_key)  # gone, rather than not ready
