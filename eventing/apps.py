@@ -14,7 +14,7 @@ class EventingConfig(AppConfig):
 
         from eventing import mongo, outbox
 
-        autodiscover_modules("events", "handlers")
+        autodiscover_modules("events", "handlers", "rebuild")
         for module in settings.EVENTING_EXTRA_HANDLER_MODULES:
             importlib.import_module(module)
         outbox.connect_domain_signals()

@@ -1,5 +1,8 @@
 """The event log: every event exactly once, keyed by its id."""
 
+from datetime import UTC
+from typing import Any
+
 from mongoengine import DateTimeField, DictField, Document, IntField, StringField
 
 from eventing.events import Envelope, utcnow
@@ -57,4 +60,24 @@ def event_log_append(*, envelope: Envelope) -> bool:
             stream_seq=seq,
             recorded_at=utcnow(),
         )
+    )
+
+
+def envelope_from_record(record: dict[str, Any]) -> Envelope:
+    """The envelope of a logged event (a raw ``event_log`` document)."""
+    return Envelope(
+        id=record["_id"],
+        type=record["type"],
+        version=record["version"],
+        occurred_at=record["occurred_at"].replace(tzinfo=UTC)
+        if record["occurred_at"].tzinfo is None
+        else record["occurred_at"],
+        correlation_id=record["correlation_id"],
+        causation_id=record.get("causation_id"),
+        aggregate_type=record["aggregate_type"],
+        aggregate_id=record["aggregate_id"],
+        aggregate_version=record["aggregate_version"],
+        data=record.get("data") or {},
+        stream=record.get("stream"),
+        entry_id=record.get("stream_entry_id"),
     )

@@ -10,14 +10,20 @@ SQLite; any other filter makes it load and decode the whole collection. Its
 scan there. On MongoDB all of these are indexed.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 import mongoengine
+from bson.codec_options import CodecOptions
 from django.conf import settings
 from mongoengine import Document
 from mongoengine.errors import NotUniqueError
+from pymongo.collection import Collection
 
 from eventing.redis_client import get_redis
 
@@ -36,46 +42,69 @@ def connect(uri: str | None = None) -> None:
     )
 
 
-def upsert_if_newer(
-    document: type[Document],
-    *,
-    key: str,
-    version: int,
-    fields: dict[str, Any],
-    facts: dict[str, Any] | None = None,
-    add_to_set: dict[str, Any] | None = None,
-) -> bool:
-    """Set ``fields`` on the view row ``key`` unless it already holds ``version`` or newer.
+@dataclass(frozen=True)
+class RowChange:
+    """What one event does to one view row.
 
-    A duplicate or out-of-order event never overwrites newer state. ``facts``
-    (values that never change) and ``add_to_set`` members are applied whatever
-    the version. Returns True when the row took the new version.
+    ``fields`` change only when ``version`` is newer than the row's; ``facts``
+    (values that never change) and ``add_to_set`` members apply whatever the
+    version. So rows converge to the newest state whatever the order of the
+    events and however often each comes.
+    """
+
+    key: str
+    version: int
+    fields: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+    add_to_set: dict[str, Any] = field(default_factory=dict)
+
+    def normalized(self) -> RowChange:
+        """The change as MongoDB will store it (datetimes in UTC to the millisecond), so
+        comparing a stored row with a new one works."""
+        doc = _as_stored({"fields": self.fields, "facts": self.facts, "add_to_set": self.add_to_set})
+        return RowChange(self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"])
+
+
+_STORED = CodecOptions(tz_aware=True)
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    return bson.decode(bson.encode(doc), codec_options=_STORED)
+
+
+def apply_change(row: dict[str, Any] | None, change: RowChange) -> dict[str, Any]:
+    """The row after ``change``: the rule every view write follows, live or replayed."""
+    new = dict(row) if row else {"_id": change.key, "version": 0}
+    new.update(change.facts)
+    for name, member in change.add_to_set.items():
+        members = list(new.get(name) or [])
+        if member not in members:
+            members.append(member)
+        new[name] = members
+    if change.version > new.get("version", 0):
+        new.update(change.fields)
+        new["version"] = change.version
+    return new
+
+
+def upsert_if_newer(collection: Collection, change: RowChange) -> bool:
+    """Apply ``change`` to its row in ``collection``. Returns True when the row changed.
 
     FerretDB v1 does not apply an update atomically (it reads, then writes, and
-    concurrent updates of one document lose writes), so the read-compare-write
+    concurrent updates of one document lose writes), so the read-change-write
     runs under a short per-row lock in Redis. Every query names only ``_id``,
     the one filter FerretDB hands down to its storage.
     """
-    collection = document._get_collection()
-    always: dict[str, Any] = {}
-    if facts:
-        always["$set"] = dict(facts)
-    if add_to_set:
-        always["$addToSet"] = dict(add_to_set)
-    with _row_lock(collection.name, key):
-        current = collection.find_one({"_id": key}, {"version": 1})
-        if current is None:
-            row = {"_id": key, **fields, **(facts or {}), "version": version}
-            row |= {name: [member] for name, member in (add_to_set or {}).items()}
-            collection.insert_one(row)
-            return True
-        if current.get("version", 0) >= version:
-            if always:
-                collection.update_one({"_id": key}, always)
+    change = change.normalized()
+    with _row_lock(collection.name, change.key):
+        current = collection.find_one({"_id": change.key})
+        new = apply_change(current, change)
+        if new == current:
             return False
-        collection.update_one(
-            {"_id": key}, {**always, "$set": {**always.get("$set", {}), **fields, "version": version}}
-        )
+        if current is None:
+            collection.insert_one(new)
+        else:
+            collection.replace_one({"_id": change.key}, new)
         return True
 
 

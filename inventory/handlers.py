@@ -4,7 +4,7 @@ and its own events for the stock view."""
 from eventing.events import Envelope
 from eventing.registry import handles
 from inventory.events import StockAdded, StockReleased, StockReserved
-from inventory.read_models import project_stock_added, project_stock_levels
+from inventory.read_models import stock_views
 from inventory.services import stock_release, stock_reserve
 from orders.events import OrderCancelled, OrderCreated
 
@@ -19,11 +19,6 @@ def release_stock(event: OrderCancelled, envelope: Envelope) -> None:
     stock_release(order_id=event.order_id)
 
 
-@handles("projections", StockAdded, idempotent=True)
-def update_stock_view_on_add(event: StockAdded, envelope: Envelope) -> None:
-    project_stock_added(event=event, envelope=envelope)
-
-
-@handles("projections", StockReserved, StockReleased, idempotent=True)
-def update_stock_view_on_reservation(event: StockReserved | StockReleased, envelope: Envelope) -> None:
-    project_stock_levels(items=event.items)
+@handles("projections", *stock_views.events, idempotent=True)
+def update_stock_view(event: StockAdded | StockReserved | StockReleased, envelope: Envelope) -> None:
+    stock_views.apply(event, envelope)

@@ -4,11 +4,14 @@ Each stock event carries the new counts of the items it touched with their
 versions; the view takes a row's counts only from a newer version.
 """
 
+from typing import Any
+
 from mongoengine import Document, IntField, StringField
 
 from eventing.events import Envelope
-from eventing.mongo import upsert_if_newer
-from inventory.events import ItemStateData, StockAdded
+from eventing.mongo import RowChange
+from eventing.projections import Changes, Projection, register
+from inventory.events import ItemStateData, StockAdded, StockReleased, StockReserved
 
 
 class StockView(Document):
@@ -26,30 +29,57 @@ class StockView(Document):
         return self.id
 
 
-def _apply_state(state: ItemStateData, *, facts: dict[str, str] | None = None) -> None:
-    upsert_if_newer(
+def _levels(state: ItemStateData, *, facts: dict[str, str] | None = None) -> tuple[type[Document], RowChange]:
+    return (
         StockView,
-        key=state["sku"],
-        version=state["version"],
-        fields={
-            "on_hand": state["on_hand"],
-            "reserved": state["reserved"],
-            "available": state["on_hand"] - state["reserved"],
-        },
-        facts=facts,
+        RowChange(
+            key=state["sku"],
+            version=state["version"],
+            fields={
+                "on_hand": state["on_hand"],
+                "reserved": state["reserved"],
+                "available": state["on_hand"] - state["reserved"],
+            },
+            facts=facts or {},
+        ),
     )
 
 
-def project_stock_added(*, event: StockAdded, envelope: Envelope) -> None:
-    state: ItemStateData = {
-        "sku": event.sku,
-        "on_hand": event.on_hand,
-        "reserved": event.reserved,
-        "version": envelope.aggregate_version,
+def stock_view_changes(event: StockAdded | StockReserved | StockReleased, envelope: Envelope) -> Changes:
+    if isinstance(event, StockAdded):
+        state: ItemStateData = {
+            "sku": event.sku,
+            "on_hand": event.on_hand,
+            "reserved": event.reserved,
+            "version": envelope.aggregate_version,
+        }
+        return [_levels(state, facts={"name": event.name})]  # the name never changes
+    return [_levels(state) for state in event.items]
+
+
+def _expected_from_database() -> dict[type[Document], dict[str, dict[str, Any]]]:
+    from inventory.models import StockItem
+
+    return {
+        StockView: {
+            item.sku: {
+                "name": item.name,
+                "on_hand": item.on_hand,
+                "reserved": item.reserved,
+                "available": item.available,
+                "version": item.version,
+            }
+            for item in StockItem.objects.all()
+        }
     }
-    _apply_state(state, facts={"name": event.name})  # the name never changes
 
 
-def project_stock_levels(*, items: list[ItemStateData]) -> None:
-    for state in items:
-        _apply_state(state)
+stock_views = register(
+    Projection(
+        name="stock",
+        documents=(StockView,),
+        events=(StockAdded, StockReserved, StockReleased),
+        changes=stock_view_changes,
+        expected_from_database=_expected_from_database,
+    )
+)

@@ -1,11 +1,12 @@
 from typing import Any
 
+from eventing.projections import view_objects
 from inventory.read_models import StockView
 
 
 def stock_view_list() -> Any:
-    return StockView.objects.order_by("id")
+    return view_objects(StockView).order_by("id")
 
 
 def stock_view_get(*, sku: str) -> StockView | None:
-    return StockView.objects(pk=sku).first()
+    return view_objects(StockView)(pk=sku).first()

@@ -3,8 +3,8 @@
 from eventing.events import Envelope
 from eventing.registry import handles
 from inventory.events import StockAdded, StockRejected, StockReserved
-from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderRejected
-from orders.read_models import project_customer_order, project_order_view
+from orders.events import OrderEvent
+from orders.read_models import order_views
 from orders.services import OrderNotFound, catalog_item_upsert, order_confirm, order_reject
 
 
@@ -23,7 +23,6 @@ def reject_order(event: StockRejected, envelope: Envelope) -> None:
     order_reject(order_id=event.order_id, reason=event.reason)
 
 
-@handles("projections", OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled, idempotent=True)
+@handles("projections", *order_views.events, idempotent=True)
 def update_order_views(event: OrderEvent, envelope: Envelope) -> None:
-    project_order_view(event=event, envelope=envelope)
-    project_customer_order(event=event, envelope=envelope)
+    order_views.apply(event, envelope)

@@ -11,7 +11,8 @@ from typing import Any
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
 
 from eventing.events import Envelope, parse_time
-from eventing.mongo import upsert_if_newer
+from eventing.mongo import RowChange
+from eventing.projections import Changes, Projection, register
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderRejected
 
 STATUS_BY_EVENT: dict[type[OrderEvent], str] = {
@@ -61,40 +62,50 @@ def _reason(event: OrderEvent) -> str:
     return ""
 
 
-def project_order_view(*, event: OrderEvent, envelope: Envelope) -> None:
+def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
     status = STATUS_BY_EVENT[type(event)]
+    version = envelope.aggregate_version
     facts: dict[str, Any] = {"customer_id": event.customer_id}
+    summary: dict[str, Any] = {"customer_id": event.customer_id}
     if isinstance(event, OrderCreated):
-        facts |= {"lines": list(event.lines), "placed_at": parse_time(event.placed_at)}
-    upsert_if_newer(
-        OrderView,
-        key=event.order_id,
-        version=envelope.aggregate_version,
-        fields={"status": status, "reason": _reason(event), "updated_at": envelope.occurred_at},
-        facts=facts,
-        add_to_set={
-            "history": {
-                "status": status,
-                "at": envelope.occurred_at,
-                "version": envelope.aggregate_version,
-                "event_id": envelope.id,
-            }
-        },
-    )
-
-
-def project_customer_order(*, event: OrderEvent, envelope: Envelope) -> None:
-    facts: dict[str, Any] = {"customer_id": event.customer_id}
-    if isinstance(event, OrderCreated):
-        facts |= {
-            "placed_at": parse_time(event.placed_at),
+        placed_at = parse_time(event.placed_at)
+        facts |= {"lines": list(event.lines), "placed_at": placed_at}
+        summary |= {
+            "placed_at": placed_at,
             "line_count": len(event.lines),
             "total_quantity": sum(line["quantity"] for line in event.lines),
         }
-    upsert_if_newer(
-        CustomerOrder,
-        key=event.order_id,
-        version=envelope.aggregate_version,
-        fields={"status": STATUS_BY_EVENT[type(event)]},
-        facts=facts,
+    history = {"status": status, "at": envelope.occurred_at, "version": version, "event_id": envelope.id}
+    return [
+        (
+            OrderView,
+            RowChange(
+                key=event.order_id,
+                version=version,
+                fields={"status": status, "reason": _reason(event), "updated_at": envelope.occurred_at},
+                facts=facts,
+                add_to_set={"history": history},
+            ),
+        ),
+        (CustomerOrder, RowChange(key=event.order_id, version=version, fields={"status": status}, facts=summary)),
+    ]
+
+
+def _expected_from_database() -> dict[type[Document], dict[str, dict[str, Any]]]:
+    from orders.models import Order
+
+    orders = {
+        str(o.id): {"status": o.status, "version": o.version, "customer_id": o.customer_id} for o in Order.objects.all()
+    }
+    return {OrderView: orders, CustomerOrder: orders}
+
+
+order_views = register(
+    Projection(
+        name="orders",
+        documents=(OrderView, CustomerOrder),
+        events=(OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled),
+        changes=order_view_changes,
+        expected_from_database=_expected_from_database,
     )
+)

@@ -1,11 +1,12 @@
 from typing import Any
 
+from eventing.projections import view_objects
 from orders.read_models import CustomerOrder, OrderView
 
 
 def order_view_get(*, order_id: str) -> OrderView | None:
-    return OrderView.objects(pk=order_id).first()
+    return view_objects(OrderView)(pk=order_id).first()
 
 
 def customer_order_list(*, customer_id: str) -> Any:
-    return CustomerOrder.objects(customer_id=customer_id).order_by("-placed_at", "-id")
+    return view_objects(CustomerOrder)(customer_id=customer_id).order_by("-placed_at", "-id")

@@ -4,7 +4,7 @@ import threading
 
 from mongoengine import DictField, Document, IntField, ListField, StringField
 
-from eventing.mongo import insert_once, upsert_if_newer
+from eventing.mongo import RowChange, apply_change, insert_once, upsert_if_newer
 
 
 class Row(Document):
@@ -18,11 +18,14 @@ class Row(Document):
 
 
 def test_a_row_takes_only_newer_versions_but_always_keeps_facts_and_set_members():
-    assert upsert_if_newer(Row, key="k", version=2, fields={"state": "two"}, add_to_set={"seen": {"v": 2}})
-    assert not upsert_if_newer(
-        Row, key="k", version=1, fields={"state": "one"}, facts={"name": "K"}, add_to_set={"seen": {"v": 1}}
+    rows = Row._get_collection()
+    assert upsert_if_newer(rows, RowChange("k", 2, {"state": "two"}, add_to_set={"seen": {"v": 2}}))
+    # An older event still brings its facts and set members ...
+    assert upsert_if_newer(
+        rows, RowChange("k", 1, {"state": "one"}, facts={"name": "K"}, add_to_set={"seen": {"v": 1}})
     )
-    assert not upsert_if_newer(Row, key="k", version=2, fields={"state": "two again"}, add_to_set={"seen": {"v": 2}})
+    # ... and a repeat changes nothing at all.
+    assert not upsert_if_newer(rows, RowChange("k", 2, {"state": "two again"}, add_to_set={"seen": {"v": 2}}))
 
     row = Row.objects.get(pk="k")
     assert (row.state, row.version, row.name) == ("two", 2, "K")
@@ -33,11 +36,12 @@ def test_concurrent_writers_of_one_row_converge_to_the_newest_version_and_lose_n
     # FerretDB v1 loses concurrent updates of one document; the row lock must prevent that.
     versions = list(range(1, 121))
     errors = []
+    rows = Row._get_collection()
 
     def writer(mine: list[int]) -> None:
         try:
             for v in mine:
-                upsert_if_newer(Row, key="hot", version=v, fields={"state": f"s{v}"}, add_to_set={"seen": {"v": v}})
+                upsert_if_newer(rows, RowChange("hot", v, {"state": f"s{v}"}, add_to_set={"seen": {"v": v}}))
         except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
@@ -61,3 +65,17 @@ def test_insert_once_inserts_a_key_only_once():
     assert insert_once(Row(id="e1", state="first"))
     assert not insert_once(Row(id="e1", state="second"))
     assert Row.objects.get(pk="e1").state == "first"
+
+
+def test_the_pure_rule_and_the_live_write_agree_whatever_the_order():
+    changes = [
+        RowChange("r", v, {"state": f"s{v}"}, facts={"name": "R"}, add_to_set={"seen": {"v": v}}) for v in (3, 1, 2, 3)
+    ]
+    folded = None
+    for change in changes:
+        folded = apply_change(folded, change)
+        upsert_if_newer(Row._get_collection(), change)
+
+    assert Row._get_collection().find_one({"_id": "r"}) == folded
+    assert (folded["state"], folded["version"], folded["name"]) == ("s3", 3, "R")
+    assert sorted(s["v"] for s in folded["seen"]) == [1, 2, 3]

@@ -1,0 +1,148 @@
+"""Read-view projections: what each event does to which view rows, applied
+live by the projections consumer and folded from the event log on replay.
+
+An app declares a projection in its ``read_models.py``::
+
+    order_views = Projection(
+        name="orders",
+        documents=(OrderView, CustomerOrder),
+        events=(OrderCreated, OrderConfirmed, ...),
+        changes=order_view_changes,          # (event, envelope) -> [(OrderView, RowChange), ...]
+        expected_from_database=...,          # optional, for verify_projections
+    )
+
+Views are read and written through an alias, so a rebuild can fill new
+collections while the old ones serve, then switch every view of a rebuild in
+one write (``switch_views``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mongoengine import Document
+from mongoengine.connection import get_db
+from mongoengine.queryset import QuerySet
+from pymongo.collection import Collection
+
+from eventing.events import Envelope, Event
+from eventing.mongo import RowChange, apply_change, upsert_if_newer
+
+Changes = list[tuple[type[Document], RowChange]]
+
+# One document holds every view's live collection, so a switch is one atomic write.
+ALIASES_COLLECTION = "view_aliases"
+ALIASES_ID = "views"
+# How long a process trusts the aliases it read; a rebuild waits longer than
+# this after switching before it drops the old collections.
+ALIAS_TTL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Projection:
+    name: str
+    documents: tuple[type[Document], ...]
+    events: tuple[type[Event], ...]
+    changes: Callable[[Any, Envelope], Changes]
+    # Per document class, the rows the relational state says the view should hold
+    # (only the fields the database knows), for verify_projections.
+    expected_from_database: Callable[[], dict[type[Document], dict[str, dict[str, Any]]]] | None = field(
+        default=None, compare=False
+    )
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(cls.TYPE for cls in self.events)
+
+    def apply(self, event: Event, envelope: Envelope) -> None:
+        """Apply one event to the live views."""
+        for document, change in self.changes(event, envelope):
+            upsert_if_newer(active_collection(document), change)
+
+
+_PROJECTIONS: dict[str, Projection] = {}
+
+
+def register(projection: Projection) -> Projection:
+    if projection.name in _PROJECTIONS and _PROJECTIONS[projection.name] != projection:
+        raise ValueError(f"projection {projection.name!r} is registered twice")
+    _PROJECTIONS[projection.name] = projection
+    return projection
+
+
+def projections() -> dict[str, Projection]:
+    return dict(_PROJECTIONS)
+
+
+# -- Aliases --------------------------------------------------------------------
+
+# Per database: (when read, aliases).
+_cache: dict[str, tuple[float, dict[str, str]]] = {}
+
+
+def base_name(document: type[Document]) -> str:
+    return document._meta["collection"]
+
+
+def aliases(*, fresh: bool = False) -> dict[str, str]:
+    """Base collection name -> the collection that holds the view now."""
+    db = get_db()
+    read_at, known = _cache.get(db.name, (0.0, {}))
+    if fresh or time.monotonic() - read_at > ALIAS_TTL_SECONDS:
+        doc = db[ALIASES_COLLECTION].find_one({"_id": ALIASES_ID}) or {}
+        known = doc.get("aliases", {})
+        _cache[db.name] = (time.monotonic(), known)
+    return known
+
+
+def active_collection(document: type[Document]) -> Collection:
+    name = base_name(document)
+    return get_db()[aliases().get(name, name)]
+
+
+def view_objects(document: type[Document]) -> QuerySet:
+    """``document.objects``, on the collection that holds the view now (thread-safe)."""
+    return QuerySet(document, active_collection(document))
+
+
+def switch_views(new: dict[str, str]) -> dict[str, str]:
+    """Point the views at new collections in one write. Returns what they pointed at before."""
+    current = aliases(fresh=True)
+    get_db()[ALIASES_COLLECTION].replace_one(
+        {"_id": ALIASES_ID}, {"_id": ALIASES_ID, "aliases": {**current, **new}}, upsert=True
+    )
+    aliases(fresh=True)
+    return {name: current.get(name, name) for name in new}
+
+
+# -- Folding ----------------------------------------------------------------------
+
+
+class Fold:
+    """Views built in memory from events, with the same rule as the live writes."""
+
+    def __init__(self, selected: Iterable[Projection]) -> None:
+        self.projections = list(selected)
+        self.by_type: dict[str, list[Projection]] = {}
+        for projection in self.projections:
+            for event_type in projection.event_types:
+                self.by_type.setdefault(event_type, []).append(projection)
+        self.rows: dict[type[Document], dict[str, dict[str, Any]]] = {
+            document: {} for p in self.projections for document in p.documents
+        }
+        self.events = 0
+
+    def apply(self, envelope: Envelope) -> None:
+        interested = self.by_type.get(envelope.type)
+        if not interested:
+            return
+        event = envelope.event()
+        for projection in interested:
+            for document, change in projection.changes(event, envelope):
+                rows = self.rows[document]
+                change = change.normalized()
+                rows[change.key] = apply_change(rows.get(change.key), change)
+        self.events += 1
