@@ -38,6 +38,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, S
 from eventing import context, registry
 from eventing.dead_letters import Failure, dead_letter_record
 from eventing.errors import PermanentError
+from eventing.event_log import logged_before
 from eventing.events import Envelope, Event, EventError, UndecodableEvent, event_class
 from eventing.models import DeadLetter, ProcessedEvent
 from eventing.redis_client import get_redis
@@ -60,6 +61,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # A health record older than this means the consumer is gone.
 HEALTH_TTL_SECONDS = 30
+
+
+class ConsumerError(Exception):
+    """The consumer cannot do what it was asked (a usage error)."""
 
 
 class TransientFailure(Exception):
@@ -140,6 +145,8 @@ class StreamConsumer:
         self.health_key = f"eventing:health:{self.stream}:{self.group}:{self.consumer_id}"
         self.processed = 0
         self.dead_lettered = 0
+        # Entries of the last batch neither applied nor dead-lettered (they wait for a retry).
+        self.unfinished: list[Entry] = []
         self.ready = False
         self._next_claim = 0.0
         self._next_health = 0.0
@@ -333,7 +340,7 @@ class StreamConsumer:
         )
         self.dead_lettered += 1
 
-    def process(self, entries: list[Entry]) -> int:
+    def process(self, entries: list[Entry], *, ack: bool = True) -> int:
         """Handle a batch and ack what was applied or dead-lettered. Returns how many were acked.
 
         The batch is applied in chunks of EVENTING_COMMIT_EVERY entries. In each,
@@ -346,6 +353,7 @@ class StreamConsumer:
         close_old_connections()
         work: list[Delivery] = []
         finished: list[Entry] = []
+        done: set[tuple[str, str]] = set()
         try:
             for entry in entries:
                 decoded = self._decode(entry)
@@ -371,12 +379,15 @@ class StreamConsumer:
                     if counted.reason == DeadLetter.Reason.PERMANENT_ERROR or counted.attempts >= self.max_attempts:
                         self._dead_letter(failure.delivery.entry, counted, failure.delivery.envelope)
                         finished.append(failure.delivery.entry)
-                self._ack(finished)
+                done |= {(e.stream, e.id) for e in finished}
+                self._ack(finished if ack else [])
                 self.processed += len(finished)
                 finished = []
         finally:
-            self._ack(finished)
+            done |= {(e.stream, e.id) for e in finished}
+            self._ack(finished if ack else [])
             self.processed += len(finished)
+            self.unfinished = [e for e in entries if (e.stream, e.id) not in done]
         return len(entries)
 
     # -- Retries and reclaiming -----------------------------------------------
@@ -456,6 +467,44 @@ class StreamConsumer:
             pass
 
     # -- Loop -----------------------------------------------------------------
+
+    def catch_up_from_log(self, stop: threading.Event) -> int:
+        """Start a new group with the whole history: create it at the oldest entry
+        the stream still holds, then apply, from the MongoDB event log, every
+        event trimmed before that. The group reads the stream from there on, so
+        there is no gap and nothing is applied twice. Returns how many came from the log."""
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                raise ConsumerError(
+                    f"consumer group {self.group} already exists on {self.stream} and has its own position; "
+                    "--from-beginning is for a consumer that has never run"
+                ) from None
+            raise
+        self.ensure_group()
+        # Created first, so nothing the new group needs can be trimmed from here on.
+        info = self.redis.xinfo_stream(self.stream)
+        if info["first-entry"]:
+            boundary = info["first-entry"][0]
+        else:
+            ms, seq = (int(part) for part in info["last-generated-id"].split("-"))
+            boundary = f"{ms}-{seq + 1}"
+        logger.info("%s: catching up from the event log on %s below %s", self.name, self.stream, boundary)
+        done = 0
+        for batch in logged_before(stream=self.stream, boundary=boundary, batch_size=self.count):
+            if stop.is_set():
+                break
+            entries = [Entry(self.stream, entry_id, fields) for entry_id, fields in batch]
+            for _ in range(self.max_attempts):
+                self.process(entries, ack=False)
+                if not self.unfinished:
+                    break
+                entries = self.unfinished
+                time.sleep(self.backoff_ms(1) / 1000)
+            done += len(batch)
+        logger.info("%s: applied %d event(s) from the event log; now reading %s", self.name, done, self.stream)
+        return done
 
     def drain_pending(self, stop: threading.Event) -> None:
         """Re-read this consumer's own pending entries, oldest first, stream by stream."""

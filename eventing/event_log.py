@@ -1,5 +1,6 @@
 """The event log: every event exactly once, keyed by its id."""
 
+from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
@@ -81,3 +82,20 @@ def envelope_from_record(record: dict[str, Any]) -> Envelope:
         stream=record.get("stream"),
         entry_id=record.get("stream_entry_id"),
     )
+
+
+def logged_before(*, stream: str, boundary: str, batch_size: int) -> Iterator[list[tuple[str, dict[str, str]]]]:
+    """Batches of (entry id, stream fields) rebuilt from the log for the events
+    read from ``stream`` at positions below ``boundary``, in stream order."""
+    ms, seq = (int(part) for part in boundary.split("-"))
+    query = {"stream": stream, "$or": [{"stream_ms": {"$lt": ms}}, {"stream_ms": ms, "stream_seq": {"$lt": seq}}]}
+    cursor = EventRecord._get_collection().find(query).sort([("stream_ms", 1), ("stream_seq", 1)])
+    batch: list[tuple[str, dict[str, str]]] = []
+    for record in cursor:
+        envelope = envelope_from_record(record)
+        batch.append((record["stream_entry_id"], {"type": envelope.type, "data": envelope.to_json()}))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventing import registry
-from eventing.consumer import StreamConsumer
+from eventing.consumer import ConsumerError, StreamConsumer
 
 
 class Command(BaseCommand):
@@ -20,6 +20,12 @@ class Command(BaseCommand):
             "--block-ms", type=int, help="How long one read blocks (default: settings.EVENTING_BLOCK_MS)."
         )
         parser.add_argument("--consumer-id", help="Name within the group (default: host-pid).")
+        parser.add_argument(
+            "--from-beginning",
+            action="store_true",
+            help="For a consumer that has never run: first apply the whole history, "
+            "including events already trimmed from the stream (read from the event log).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["list"]:
@@ -51,4 +57,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        if options["from_beginning"]:
+            try:
+                consumer.catch_up_from_log(stop)
+            except ConsumerError as exc:
+                raise CommandError(str(exc)) from None
         consumer.run(stop=stop)
