@@ -26,7 +26,7 @@ class PositiveQuantityField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class _CountingPaginator(Paginator):
+class CountingPaginator(Paginator):
     """Counts with the query set's own count(): mongoengine would otherwise load every row for len()."""
 
     @cached_property
@@ -35,7 +35,7 @@ class _CountingPaginator(Paginator):
 
 
 class Pagination(PageNumberPagination):
-    django_paginator_class = _CountingPaginator
+    django_paginator_class = CountingPaginator
     page_size_query_param = "page_size"
     max_page_size = 500
 

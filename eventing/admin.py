@@ -1,22 +1,30 @@
-"""The admin: outbox and inbox for inspection, and the dead-letter console (retry, discard, audit trail)."""
+"""The admin: outbox and inbox for inspection, the dead-letter console (retry, discard, audit trail), and the
+MongoDB event log (read-only browsing)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
+from config.api import CountingPaginator
 from config.exceptions import InvalidInput
 from eventing.dead_letters import ActionResult, dead_letter_discard, dead_letter_payload_pretty, dead_letter_retry
-from eventing.models import DeadLetter, DeadLetterAction, OutboxEvent, ProcessedEvent
+from eventing.event_log import EventRecord
+from eventing.events import registered_event_types
+from eventing.models import DeadLetter, DeadLetterAction, EventLogEntry, OutboxEvent, ProcessedEvent
+from eventing.selectors import event_log_get, event_log_list, event_producer
 
 logger = logging.getLogger(__name__)
 
@@ -216,3 +224,122 @@ class DeadLetterActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["at", "kind", "actor", "dead_letter", "result", "batch"]
     list_filter = ["kind", "actor"]
     list_select_related = ["dead_letter"]
+
+
+class EventLogFilterForm(forms.Form):
+    NEWEST = "newest"
+    OLDEST = "oldest"
+
+    type = forms.CharField(required=False, max_length=100, widget=forms.TextInput(attrs={"list": "event-types"}))
+    aggregate_type = forms.CharField(required=False, max_length=100)
+    aggregate_id = forms.CharField(required=False, max_length=128)
+    correlation_id = forms.CharField(required=False, max_length=128)
+    order = forms.ChoiceField(
+        required=False, choices=[(NEWEST, "newest first"), (OLDEST, "oldest first")], initial=NEWEST
+    )
+
+
+def _timeline_url(correlation_id: str) -> str | None:
+    # Ids written to the stream by hand may hold characters no URL path segment can carry.
+    try:
+        return reverse("timeline", args=[correlation_id])
+    except NoReverseMatch:
+        return None
+
+
+def _utc_millis(moment: datetime | None) -> str:
+    # MongoDB keeps milliseconds: more digits would only show zeros.
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "-"
+
+
+@admin.register(EventLogEntry)
+class EventLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The event log in MongoDB, browsed without a Mongo shell: a filtered, paginated list and one event's page.
+
+    EventLogEntry has no table, so only these two views exist: none of the ModelAdmin's own views (which
+    query the model) is routed. Seeing them needs ``eventing.view_eventlogentry``.
+    """
+
+    list_per_page = 100
+    change_list_template = "admin/eventing/eventlogentry/change_list.html"
+    detail_template = "admin/eventing/eventlogentry/detail.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("", self.admin_site.admin_view(self.changelist_view), name="{}_{}_changelist".format(*info)),
+            # Named like a change view, so the admin's own links to one object lead here.
+            path("<str:event_id>/", self.admin_site.admin_view(self.event_view), name="{}_{}_change".format(*info)),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = EventLogFilterForm(request.GET)
+        page = None
+        if form.is_valid():
+            params = form.cleaned_data
+            records = event_log_list(
+                event_type=params["type"],
+                aggregate_type=params["aggregate_type"],
+                aggregate_id=params["aggregate_id"],
+                correlation_id=params["correlation_id"],
+                newest_first=params["order"] != EventLogFilterForm.OLDEST,
+            )
+            page = CountingPaginator(records, self.list_per_page).get_page(request.GET.get("page"))
+        # The filters as a query string, for the page links to keep them.
+        query = request.GET.copy()
+        query.pop("page", None)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Event log",
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+            "page": page,
+            "rows": [self._row(record) for record in page] if page else [],
+            "event_types": sorted(registered_event_types()),
+            "filter_query": query.urlencode(),
+            "order": form.cleaned_data.get("order") if form.is_valid() else "",
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.change_list_template, context)
+
+    def event_view(self, request: HttpRequest, event_id: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        record = event_log_get(event_id=event_id)
+        if record is None:
+            raise Http404(f"No event {event_id} in the event log.")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{record.type} {record.id}",
+            "subtitle": None,
+            "opts": self.opts,
+            "row": self._row(record),
+            "data_pretty": json.dumps(record.data, indent=2, sort_keys=True, ensure_ascii=False),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.detail_template, context)
+
+    def _row(self, record: EventRecord) -> dict[str, Any]:
+        return {
+            "record": record,
+            "occurred_at": _utc_millis(record.occurred_at),
+            "recorded_at": _utc_millis(record.recorded_at),
+            "producer": event_producer(record.type),
+            "detail_url": self._detail_url(record.id),
+            "causation_url": self._detail_url(record.causation_id) if record.causation_id else None,
+            "timeline_url": _timeline_url(record.correlation_id),
+        }
+
+    def _detail_url(self, event_id: str) -> str | None:
+        try:
+            return reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                args=[event_id],
+                current_app=self.admin_site.name,
+            )
+        except NoReverseMatch:
+            return None

@@ -4,7 +4,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import paginated_response
-from eventing.selectors import event_log_list
+from config.exceptions import NotFound
+from eventing.models import DeadLetter
+from eventing.selectors import event_log_list, timeline_get
 
 
 class EventLogApi(APIView):
@@ -38,3 +40,60 @@ class EventLogApi(APIView):
             event_type=params.get("type"),
         )
         return paginated_response(queryset=records, serializer_class=self.OutputSerializer, request=request, view=self)
+
+
+# The timeline's nested parts live at module level: a class body cannot see its sibling nested classes.
+class TimelineDeadLetterSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    group = serializers.CharField(source="consumer_group")
+    event_id = serializers.CharField()
+    event_type = serializers.CharField()
+    reason = serializers.CharField()
+    attempts = serializers.IntegerField()
+    status = serializers.CharField()
+    first_failed_at = serializers.DateTimeField()
+    last_failed_at = serializers.DateTimeField()
+    error = serializers.SerializerMethodField()
+
+    def get_error(self, dead_letter: DeadLetter) -> str:
+        if not dead_letter.error_class:
+            return dead_letter.error_message
+        return f"{dead_letter.error_class}: {dead_letter.error_message}"
+
+
+class TimelineProcessedSerializer(serializers.Serializer):
+    consumer = serializers.CharField()
+    at = serializers.DateTimeField(allow_null=True)
+
+
+class TimelineEventSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.CharField()
+    version = serializers.IntegerField()
+    occurred_at = serializers.DateTimeField()
+    producer = serializers.CharField(allow_null=True)
+    aggregate_type = serializers.CharField()
+    aggregate_id = serializers.CharField()
+    aggregate_version = serializers.IntegerField()
+    causation_id = serializers.CharField(allow_null=True)
+    data = serializers.DictField()
+    consumers_expected = serializers.ListField(child=serializers.CharField())
+    processed_by = TimelineProcessedSerializer(many=True)
+    dead_letters = TimelineDeadLetterSerializer(many=True)
+
+
+class TimelineApi(APIView):
+    """One business transaction: its logged events in time order, which consumers applied each and which
+    were expected to, its dead letters, and those of its events that never reached the log."""
+
+    class OutputSerializer(serializers.Serializer):
+        correlation_id = serializers.CharField()
+        event_count = serializers.IntegerField()
+        events = TimelineEventSerializer(many=True)
+        dead_letters = TimelineDeadLetterSerializer(many=True)
+
+    def get(self, request: Request, correlation_id: str) -> Response:
+        timeline = timeline_get(correlation_id=correlation_id)
+        if timeline is None:
+            raise NotFound(f"nothing is known about correlation id {correlation_id!r}")
+        return Response(self.OutputSerializer(timeline).data)

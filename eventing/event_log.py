@@ -35,6 +35,8 @@ class EventRecord(Document):
             ("aggregate_type", "aggregate_id", "aggregate_version"),
             "type",
             "occurred_at",
+            "recorded_at",  # a rebuild's catch-up reads what was logged since it started
+            ("stream", "stream_ms", "stream_seq"),  # a new consumer's catch-up reads below a stream position
         ],
         "ordering": ["occurred_at", "stream_ms", "stream_seq"],
     }

@@ -112,3 +112,23 @@ class DeadLetterAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of {self.dead_letter_id} by {self.actor}"
+
+
+class EventLogEntry(models.Model):
+    """Only the admin's entry point for the event log, which lives in MongoDB (eventing.event_log.EventRecord).
+
+    Django's admin lists models, so this one exists to give the log a page and a view permission. It is
+    unmanaged and its table never exists: nothing may query it through the ORM.
+    """
+
+    # The event's id, as in the log; declared so Django does not add an auto-increment key it would never use.
+    id = models.CharField(primary_key=True, max_length=64)
+
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        verbose_name = "event log"
+        verbose_name_plural = "event log"
+
+    def __str__(self) -> str:
+        return self.id

@@ -1,10 +1,27 @@
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+from django.db.models import Q
+
 from eventing.event_log import EventRecord
+from eventing.events import EventError, event_class
+from eventing.models import DeadLetter, ProcessedEvent
+from eventing.registry import consumer_names, handlers_for
+
+# The consumer that writes the event log; its "processed" time is the record's recorded_at.
+EVENT_LOG_CONSUMER = "projections"
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def event_log_list(
-    *, correlation_id: str | None = None, aggregate_id: str | None = None, event_type: str | None = None
+    *,
+    correlation_id: str | None = None,
+    aggregate_id: str | None = None,
+    event_type: str | None = None,
+    aggregate_type: str | None = None,
+    newest_first: bool = False,
 ) -> Any:
     filters: dict[str, Any] = {}
     if correlation_id:
@@ -13,4 +30,98 @@ def event_log_list(
         filters["aggregate_id"] = aggregate_id
     if event_type:
         filters["type"] = event_type
-    return EventRecord.objects(**filters).order_by("occurred_at", "stream_ms", "stream_seq")
+    if aggregate_type:
+        filters["aggregate_type"] = aggregate_type
+    ordering = ("occurred_at", "stream_ms", "stream_seq")
+    if newest_first:
+        ordering = tuple(f"-{field}" for field in ordering)
+    return EventRecord.objects(**filters).order_by(*ordering)
+
+
+def event_log_get(*, event_id: str) -> EventRecord | None:
+    return EventRecord.objects(id=event_id).first()
+
+
+def event_producer(event_type: str) -> str | None:
+    """The app that publishes ``event_type`` (its class's top package); None for a type this code does not know."""
+    try:
+        return event_class(event_type).__module__.split(".")[0]
+    except EventError:
+        return None
+
+
+def event_consumers_expected(event_type: str) -> list[str]:
+    """The consumers with a handler for ``event_type``. An unknown type is refused by every consumer."""
+    if event_producer(event_type) is None:
+        return []
+    return [name for name in consumer_names() if handlers_for(name, event_type)]
+
+
+def _uuids(values: list[str]) -> list[uuid.UUID]:
+    """The values that are UUIDs: the inbox keys events by UUID, and a malformed id would fail the whole query."""
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return parsed
+
+
+def timeline_get(*, correlation_id: str) -> dict[str, Any] | None:
+    """Every logged event of one business transaction in time order, with who applied each and what was
+    dead-lettered, plus the dead letters of that transaction whose event never reached the log.
+    None when nothing at all is known about ``correlation_id``.
+
+    Three queries whatever the number of events: the log, the inbox, the dead letters. The timeline is as
+    complete as the event log: an event the projections consumer has not logged yet is not in it.
+    """
+    records = list(event_log_list(correlation_id=correlation_id))
+    event_ids = [record.id for record in records]
+
+    processed: dict[str, list[dict[str, Any]]] = {event_id: [] for event_id in event_ids}
+    if event_ids:
+        for row in ProcessedEvent.objects.filter(event_id__in=_uuids(event_ids)).order_by("processed_at", "consumer"):
+            processed[str(row.event_id)].append({"consumer": row.consumer, "at": row.processed_at})
+
+    dead_letters_by_event: dict[str, list[DeadLetter]] = {event_id: [] for event_id in event_ids}
+    unlogged_dead_letters: list[DeadLetter] = []
+    for dead_letter in DeadLetter.objects.filter(Q(correlation_id=correlation_id) | Q(event_id__in=event_ids)).order_by(
+        "first_failed_at", "id"
+    ):
+        if dead_letter.event_id in dead_letters_by_event:
+            dead_letters_by_event[dead_letter.event_id].append(dead_letter)
+        else:
+            unlogged_dead_letters.append(dead_letter)
+
+    if not records and not unlogged_dead_letters:
+        return None
+
+    events = []
+    for record in records:
+        processed_by = [*processed[record.id], {"consumer": EVENT_LOG_CONSUMER, "at": record.recorded_at}]
+        # Records logged before recorded_at existed sort last.
+        processed_by.sort(key=lambda item: (item["at"] is None, item["at"] or _NEVER, item["consumer"]))
+        events.append(
+            {
+                "id": record.id,
+                "type": record.type,
+                "version": record.version,
+                "occurred_at": record.occurred_at,
+                "producer": event_producer(record.type),
+                "aggregate_type": record.aggregate_type,
+                "aggregate_id": record.aggregate_id,
+                "aggregate_version": record.aggregate_version,
+                "causation_id": record.causation_id,
+                "data": record.data,
+                "consumers_expected": event_consumers_expected(record.type),
+                "processed_by": processed_by,
+                "dead_letters": dead_letters_by_event[record.id],
+            }
+        )
+    return {
+        "correlation_id": correlation_id,
+        "event_count": len(events),
+        "events": events,
+        "dead_letters": unlogged_dead_letters,
+    }
