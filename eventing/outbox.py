@@ -21,16 +21,21 @@ from django.dispatch import Signal
 from eventing.events import Envelope, Event, EventError, event_class
 from eventing.models import OutboxEvent
 from eventing.relay import publish_after_commit
+from eventing.schemas import validate_event
 
 logger = logging.getLogger(__name__)
 
 
 def record_event(sender: Any, *, event: Event, aggregate_version: int, **kwargs: Any) -> None:
-    """Signal receiver: write the event to the outbox in the sender's transaction."""
+    """Signal receiver: write the event to the outbox in the sender's transaction.
+
+    An event that does not fit its schema raises InvalidEvent before any row is
+    written, which rolls back the sender's change with it."""
     if not transaction.get_connection().in_atomic_block:
         raise EventError(f"{event.TYPE} was sent outside transaction.atomic; it would not commit with its change")
     if event_class(event.TYPE) is not type(event):
         raise EventError(f"{type(event).__name__} is not the registered class for {event.TYPE}")
+    validate_event(event=event)
     envelope = Envelope.wrap(event, aggregate_version=aggregate_version)
     row = OutboxEvent.objects.create(
         event_id=envelope.id,

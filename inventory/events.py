@@ -33,6 +33,9 @@ class ShortfallData(TypedDict):
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class StockAdded(Event):
+    """Stock of an item arrived, for a new item or a restock: ``quantity`` is what arrived, ``on_hand``
+    and ``reserved`` the item's counts afterwards."""
+
     TYPE: ClassVar[str] = "STOCK_ADDED"
     AGGREGATE_TYPE: ClassVar[str] = "stock_item"
     AGGREGATE_ID_FIELD: ClassVar[str] = "sku"
@@ -46,6 +49,8 @@ class StockAdded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ReservationEvent(Event):
+    """An event about the stock reservation of one order, keyed by the order's id."""
+
     AGGREGATE_TYPE: ClassVar[str] = "reservation"
     AGGREGATE_ID_FIELD: ClassVar[str] = "order_id"
 
@@ -55,6 +60,8 @@ class ReservationEvent(Event):
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class StockReserved(ReservationEvent):
+    """Every line of the order was reserved; ``items`` holds the new counts of each item it touched."""
+
     TYPE: ClassVar[str] = "STOCK_RESERVED"
 
     lines: list[ReservedLineData]
@@ -64,6 +71,9 @@ class StockReserved(ReservationEvent):
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class StockRejected(ReservationEvent):
+    """The order could not be reserved, so nothing was; ``lines`` says per sku what was requested and what
+    was available."""
+
     TYPE: ClassVar[str] = "STOCK_REJECTED"
 
     reason: str
@@ -73,6 +83,8 @@ class StockRejected(ReservationEvent):
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class StockReleased(ReservationEvent):
+    """A cancelled order's reservation was given back; ``items`` holds the new counts of each item it touched."""
+
     TYPE: ClassVar[str] = "STOCK_RELEASED"
 
     lines: list[ReservedLineData]

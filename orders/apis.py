@@ -48,6 +48,7 @@ class OrderListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         order = order_place(
+            channel="api",
             customer_id=data["customer_id"],
             lines=[OrderLineIn(sku=line["sku"], quantity=line["quantity"]) for line in data["lines"]],
         )

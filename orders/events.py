@@ -1,9 +1,9 @@
 """Events the orders app publishes."""
 
 from dataclasses import dataclass
-from typing import ClassVar, TypedDict
+from typing import Any, ClassVar, TypedDict
 
-from eventing.events import Event, register_event
+from eventing.events import Event, register_event, upcaster
 
 
 class OrderLineData(TypedDict):
@@ -13,6 +13,8 @@ class OrderLineData(TypedDict):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderEvent(Event):
+    """An event about one order, keyed by the order's id."""
+
     AGGREGATE_TYPE: ClassVar[str] = "order"
     AGGREGATE_ID_FIELD: ClassVar[str] = "order_id"
 
@@ -23,21 +25,37 @@ class OrderEvent(Event):
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class OrderCreated(OrderEvent):
+    """A customer placed an order. It is PENDING until the inventory reserves or rejects its lines.
+    ``channel`` says where the order came from ("api")."""
+
     TYPE: ClassVar[str] = "ORDER_CREATED"
+    VERSION: ClassVar[int] = 2
 
     lines: list[OrderLineData]
     placed_at: str
+    # The default is what an upcast v1 event says: code that does not know the channel says so.
+    channel: str = "unknown"
+
+
+@upcaster("ORDER_CREATED", from_version=1)
+def upcast_order_created_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 adds ``channel``; a v1 event did not record where the order came from, so it reads as "unknown"."""
+    return {**data, "channel": "unknown"}
 
 
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class OrderConfirmed(OrderEvent):
+    """The inventory reserved every line of the order: it is CONFIRMED."""
+
     TYPE: ClassVar[str] = "ORDER_CONFIRMED"
 
 
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class OrderRejected(OrderEvent):
+    """The inventory could not reserve the order's lines: it is REJECTED, and ``reason`` says which fell short."""
+
     TYPE: ClassVar[str] = "ORDER_REJECTED"
 
     reason: str
@@ -46,6 +64,9 @@ class OrderRejected(OrderEvent):
 @register_event
 @dataclass(frozen=True, kw_only=True)
 class OrderCancelled(OrderEvent):
+    """The customer cancelled the order; ``previous_status`` is the status it had. The inventory releases
+    the stock it reserved for it."""
+
     TYPE: ClassVar[str] = "ORDER_CANCELLED"
 
     previous_status: str

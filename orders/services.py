@@ -54,7 +54,7 @@ def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
 
 
 @transaction.atomic
-def order_place(*, customer_id: str, lines: Sequence[OrderLineIn]) -> Order:
+def order_place(*, customer_id: str, lines: Sequence[OrderLineIn], channel: str = "api") -> Order:
     errors = _line_errors(lines)
     if not customer_id:
         errors["customer_id"] = ["This field may not be blank."]
@@ -69,6 +69,7 @@ def order_place(*, customer_id: str, lines: Sequence[OrderLineIn]) -> Order:
             customer_id=customer_id,
             lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
             placed_at=order.created_at.isoformat(),
+            channel=channel,
         ),
         aggregate_version=order.version,
     )
