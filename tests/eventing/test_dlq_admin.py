@@ -5,8 +5,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -20,6 +18,7 @@ from eventing.streams import retry_stream
 from inventory.events import StockReserved
 from orders.models import CatalogItem
 from tests.eventing import test_failures
+from tests.eventing.conftest import staff_client
 from tests.eventing.test_consumer import stock_added, xadd
 from tests.eventing.test_failures import run
 
@@ -54,20 +53,6 @@ def dead_letters(redis_client, stream, probe) -> dict[str, DeadLetter]:
         "garbled": DeadLetter.objects.get(reason="undecodable"),
         "reserved": DeadLetter.objects.get(event_id=reserved.id),
     }
-
-
-@pytest.fixture
-def console() -> Client:
-    client = Client()
-    client.force_login(get_user_model().objects.create_superuser(username="dlq-admin", password="pw-admin"))
-    return client
-
-
-def staff_client(staff, *codenames: str) -> Client:
-    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="eventing", codename__in=codenames))
-    client = Client()
-    client.force_login(staff)
-    return client
 
 
 def listed(client: Client, **params: str) -> set[int]:
@@ -171,7 +156,7 @@ def test_retrying_from_the_changelist_delivers_it_again_once_and_audits_it(conso
     poison.refresh_from_db()
     assert poison.status == "RETRIED"
     action = DeadLetterAction.objects.get(dead_letter=poison)
-    assert (action.kind, action.actor) == ("retry", "dlq-admin")
+    assert (action.kind, action.actor) == ("retry", "console-admin")
     assert action.result.startswith(f"re-delivered to probe as {retry_stream(stream, 'probe')}")
 
     probe["error"] = None  # the cause is fixed
@@ -227,8 +212,8 @@ def test_discarding_with_a_reason_marks_it_discarded_and_audits_the_reason(conso
     assert set(DeadLetter.objects.filter(status="DISCARDED").values_list("pk", flat=True)) == {poison.pk, garbled.pk}
     actions = DeadLetterAction.objects.filter(kind="discard")
     assert {(a.dead_letter_id, a.actor, a.reason, a.result) for a in actions} == {
-        (poison.pk, "dlq-admin", "fixed by hand in the shop", "discarded"),
-        (garbled.pk, "dlq-admin", "fixed by hand in the shop", "discarded"),
+        (poison.pk, "console-admin", "fixed by hand in the shop", "discarded"),
+        (garbled.pk, "console-admin", "fixed by hand in the shop", "discarded"),
     }
     assert len({a.batch for a in actions}) == 1
     detail = console.get(change_url(poison)).content.decode()

@@ -16,6 +16,7 @@ from eventing.events import Envelope
 from eventing.models import EventLogEntry
 from inventory.events import StockAdded
 from inventory.services import stock_item_create
+from tests.eventing.conftest import staff_client
 from tests.helpers import pump
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,20 +42,6 @@ def orders(api) -> list[dict]:
         placed.append(response.json())
     pump()
     return placed
-
-
-@pytest.fixture
-def console() -> Client:
-    client = Client()
-    client.force_login(get_user_model().objects.create_superuser(username="log-admin", password="pw-admin"))
-    return client
-
-
-def staff_client(staff, *codenames: str) -> Client:
-    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="eventing", codename__in=codenames))
-    client = Client()
-    client.force_login(staff)
-    return client
 
 
 def listed(client: Client, **params: str) -> list[EventRecord]:
@@ -174,7 +161,7 @@ def test_staff_with_the_view_permission_see_the_list_and_an_event(staff, orders)
 
 
 def test_even_a_superuser_can_only_view_the_event_log(console, orders):
-    superuser = get_user_model().objects.get(username="log-admin")
+    superuser = get_user_model().objects.get(username="console-admin")
     request = RequestFactory().get(reverse(CHANGELIST))
     request.user = superuser
     model_admin = admin.site._registry[EventLogEntry]
