@@ -148,7 +148,11 @@ EVENTING_PUBLISH_TIMEOUT_SECONDS = env.float("EVENTING_PUBLISH_TIMEOUT_SECONDS",
 # MONGODB
 # ------------------------------------------------------------------------------
 MONGODB_URI = env("MONGODB_URI", default="mongodb://127.0.0.1:27018/eventmono")
+# Connecting and selecting a server: how soon an unreachable MongoDB counts as down.
 MONGODB_TIMEOUT_MS = env.int("MONGODB_TIMEOUT_MS", default=5000)
+# One reply: FerretDB scans a collection for any filter but _id, which takes
+# seconds on a large event log (a rebuild's catch-up); MongoDB answers from an index.
+MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", default=60_000)
 
 # DJANGO REST FRAMEWORK
 # ------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def connect(uri: str | None = None) -> None:
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=settings.MONGODB_TIMEOUT_MS,
         connectTimeoutMS=settings.MONGODB_TIMEOUT_MS,
-        socketTimeoutMS=settings.MONGODB_TIMEOUT_MS * 2,
+        socketTimeoutMS=settings.MONGODB_SOCKET_TIMEOUT_MS,
     )
 
 

@@ -116,11 +116,15 @@ def fold_log(
     """Fold the logged events of the fold's projections into it."""
     types = [t for p in fold.projections for t in p.event_types]
     query = _log_filter(types, since, until)
-    total = get_db()["event_log"].count_documents(query)
+    # The size of the whole log, for the progress bar: counting the matches would
+    # cost a scan of the log on FerretDB before the first event is read.
+    total = get_db()["event_log"].estimated_document_count()
     for done, record in enumerate(_read_log(query, batch_size), start=1):
         fold.apply(envelope_from_record(record))
-        if progress and (done % batch_size == 0 or done == total):
-            progress(done, total)
+        if progress and done % batch_size == 0:
+            progress(done, max(total, done))
+    if progress:
+        progress(fold.events, fold.events)
     return fold
 
 
