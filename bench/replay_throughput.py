@@ -91,10 +91,14 @@ def make_log(total: int) -> list[dict]:
         order += 1
         order_id, sku, corr = str(uuid.uuid4()), SKUS[order % len(SKUS)], str(uuid.uuid4())
         lines = [{"sku": sku, "quantity": 1}]
-        created = dict(order_id=order_id, customer_id=f"c-{order % 500}", lines=lines, placed_at=start.isoformat())
-        if "channel" in OrderCreated.__dataclass_fields__:
-            created["channel"] = "bench"
-        log(OrderCreated(**created), 1, corr)
+        created = OrderCreated(
+            order_id=order_id,
+            customer_id=f"c-{order % 500}",
+            lines=lines,
+            placed_at=start.isoformat(),
+            channel="bench",
+        )
+        log(created, 1, corr)
         version[sku] += 1
         reserved[sku] += 1
         item = {"sku": sku, "on_hand": 10**7, "reserved": reserved[sku], "version": version[sku]}

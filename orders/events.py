@@ -33,8 +33,7 @@ class OrderCreated(OrderEvent):
 
     lines: list[OrderLineData]
     placed_at: str
-    # The default is what an upcast v1 event says: code that does not know the channel says so.
-    channel: str = "unknown"
+    channel: str
 
 
 @upcaster("ORDER_CREATED", from_version=1)

@@ -119,6 +119,7 @@ def test_an_out_of_order_event_never_regresses_a_view(redis_client, stream):
             customer_id="c-1",
             lines=[{"sku": "A-1", "quantity": 2}],
             placed_at="2026-01-01T00:00:00+00:00",
+            channel="api",
         ),
         aggregate_version=1,
     )

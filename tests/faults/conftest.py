@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from tests.e2e.system import FerretDBServer, RedisServer, System
+from tests.e2e.system import FerretDBServer, RedisServer, ServerProcess, System
 
 # Fast failure handling, so a fault test recovers in seconds.
 FAULT_ENV = {
@@ -48,20 +48,20 @@ def make_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
         system.cleanup()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+def _running(server: ServerProcess) -> Iterator[ServerProcess]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from _running(RedisServer(tmp_path))
 
 
 @pytest.fixture
 def ferretdb_server(tmp_path: Path) -> Iterator[FerretDBServer]:
-    server = FerretDBServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(FerretDBServer(tmp_path))
 
 
 def consumer_pending(system: System, consumer: str) -> int:
