@@ -104,7 +104,16 @@ class RedisServer(ServerProcess):
 class FerretDBServer(ServerProcess):
     """FerretDB v1 on SQLite, the binary scripts/services builds."""
 
-    BINARY = os.environ.get("FERRETDB_BIN", str(Path.home() / ".cache" / "eventmono" / "ferretdb-v1.24.2" / "ferretdb"))
+    @staticmethod
+    def binary() -> str:
+        """The patched binary scripts/services builds (its path carries the patches' digest)."""
+        return subprocess.run(
+            [str(ROOT / "scripts" / "services"), "ferretdb-bin"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout.strip()
 
     def __init__(self, workdir: Path) -> None:
         super().__init__("ferretdb", workdir)
@@ -113,7 +122,7 @@ class FerretDBServer(ServerProcess):
     def command(self) -> list[str]:
         (self.dir / "data").mkdir(exist_ok=True)
         return [
-            self.BINARY, "--handler=sqlite", f"--sqlite-url=file:{self.dir / 'data'}/", f"--state-dir={self.dir}",
+            self.binary(), "--handler=sqlite", f"--sqlite-url=file:{self.dir / 'data'}/", f"--state-dir={self.dir}",
             f"--listen-addr=127.0.0.1:{self.port}", "--debug-addr=-", "--telemetry=disable", "--log-level=warn",
         ]  # fmt: skip
 
