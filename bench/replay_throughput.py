@@ -44,8 +44,8 @@ django.setup()
 from mongoengine.connection import get_db  # noqa: E402
 from pymongo import InsertOne  # noqa: E402
 
-from eventing.events import Envelope  # noqa: E402
-from eventing.replay import replay_views  # noqa: E402
+from eventing.contract.envelope import Envelope  # noqa: E402
+from eventing.readside.replay import replay_views  # noqa: E402
 from inventory.events import StockAdded, StockReserved  # noqa: E402
 from orders.events import OrderConfirmed, OrderCreated  # noqa: E402
 

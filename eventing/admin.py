@@ -18,13 +18,13 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
-from config.api import CountingPaginator
-from config.exceptions import InvalidInput
-from eventing.dead_letters import ActionResult, dead_letter_discard, dead_letter_payload_pretty, dead_letter_retry
-from eventing.event_log import EventRecord
-from eventing.events import registered_event_types
+from core.api import CountingPaginator
+from core.exceptions import InvalidInput
+from eventing.contract.events import registered_event_types
 from eventing.models import DeadLetter, DeadLetterAction, EventLogEntry, OutboxEvent, ProcessedEvent
-from eventing.selectors import event_log_get, event_log_list, event_producer
+from eventing.readside.event_log import EventRecord
+from eventing.selectors import dead_letter_payload_pretty, event_log_get, event_log_list, event_producer
+from eventing.services import ActionResult, dead_letter_discard, dead_letter_retry
 
 logger = logging.getLogger(__name__)
 

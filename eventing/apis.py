@@ -3,8 +3,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import paginated_response
-from config.exceptions import NotFound
+from core.api import paginated_response
+from core.exceptions import NotFound
 from eventing.models import DeadLetter
 from eventing.selectors import event_log_list, timeline_get
 

@@ -7,15 +7,16 @@ class EventingConfig(AppConfig):
     verbose_name = "Eventing"
 
     def ready(self) -> None:
-        # Imports only, no I/O: the Mongo connection is registered lazily.
+        # Imports only, no I/O: the Mongo connection is registered lazily. Each app connects
+        # its own signals to the outbox in its AppConfig.ready().
         import importlib
 
         from django.conf import settings
 
-        from eventing import mongo, outbox
+        from eventing.readside import event_log, mongo  # noqa: F401 - event_log registers the log-writing handler
 
-        autodiscover_modules("events", "handlers", "rebuild")
+        # What each app publishes, consumes, projects and can recompute.
+        autodiscover_modules("events", "handlers", "read_models", "rebuild")
         for module in settings.EVENTING_EXTRA_HANDLER_MODULES:
             importlib.import_module(module)
-        outbox.connect_domain_signals()
         mongo.connect()

@@ -2,7 +2,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from eventing import context
+from eventing.contract import context
 
 HEADER = "X-Correlation-ID"
 

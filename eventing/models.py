@@ -1,5 +1,7 @@
 from django.db import models
 
+from eventing.contract.errors import DeadLetterReason
+
 
 class OutboxEvent(models.Model):
     """An event committed with the change that caused it, waiting to be (or
@@ -47,15 +49,8 @@ class DeadLetter(models.Model):
         RETRIED = "RETRIED", "retried"
         DISCARDED = "DISCARDED", "discarded"
 
-    class Reason(models.TextChoices):
-        # Labels equal the stored values, so the admin's wording works in `manage.py dlq --reason`.
-        UNDECODABLE = "undecodable", "undecodable"
-        INVALID = "invalid event", "invalid event"
-        UNKNOWN_TYPE = "unknown type", "unknown type"
-        UNSUPPORTED_VERSION = "unsupported version", "unsupported version"
-        OVERSIZE = "oversize", "oversize"
-        PERMANENT_ERROR = "permanent error", "permanent error"
-        MAX_ATTEMPTS = "max attempts", "max attempts"
+    # The reason labels are declared once, in the contract.
+    Reason = DeadLetterReason
 
     stream = models.CharField(max_length=200)
     entry_id = models.CharField(max_length=40)
@@ -115,7 +110,7 @@ class DeadLetterAction(models.Model):
 
 
 class EventLogEntry(models.Model):
-    """Only the admin's entry point for the event log, which lives in MongoDB (eventing.event_log.EventRecord).
+    """Only the admin's entry point for the event log, which lives in MongoDB (eventing.readside.event_log.EventRecord).
 
     Django's admin lists models, so this one exists to give the log a page and a view permission. It is
     unmanaged and its table never exists: nothing may query it through the ORM.

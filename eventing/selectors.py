@@ -1,16 +1,19 @@
+"""Queries of the bus's own records: the event log, timelines, and the dead letters."""
+
+import json
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
+from mongoengine.queryset import QuerySet as MongoQuerySet
 
-from eventing.event_log import EventRecord
-from eventing.events import EventError, event_class
-from eventing.models import DeadLetter, ProcessedEvent
-from eventing.registry import consumer_names, handlers_for
-
-# The consumer that writes the event log; its "processed" time is the record's recorded_at.
-EVENT_LOG_CONSUMER = "projections"
+from eventing.contract.consumers import consumers_of, event_log_writer
+from eventing.contract.errors import EventError
+from eventing.contract.events import event_class
+from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
+from eventing.readside.event_log import EventRecord
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -22,7 +25,7 @@ def event_log_list(
     event_type: str | None = None,
     aggregate_type: str | None = None,
     newest_first: bool = False,
-) -> Any:
+) -> MongoQuerySet:
     filters: dict[str, Any] = {}
     if correlation_id:
         filters["correlation_id"] = correlation_id
@@ -54,7 +57,7 @@ def event_consumers_expected(event_type: str) -> list[str]:
     """The consumers with a handler for ``event_type``. An unknown type is refused by every consumer."""
     if event_producer(event_type) is None:
         return []
-    return [name for name in consumer_names() if handlers_for(name, event_type)]
+    return consumers_of(event_type)
 
 
 def _uuids(values: list[str]) -> list[uuid.UUID]:
@@ -99,7 +102,7 @@ def timeline_get(*, correlation_id: str) -> dict[str, Any] | None:
 
     events = []
     for record in records:
-        processed_by = [*processed[record.id], {"consumer": EVENT_LOG_CONSUMER, "at": record.recorded_at}]
+        processed_by = [*processed[record.id], {"consumer": event_log_writer().name, "at": record.recorded_at}]
         # Records logged before recorded_at existed sort last.
         processed_by.sort(key=lambda item: (item["at"] is None, item["at"] or _NEVER, item["consumer"]))
         events.append(
@@ -125,3 +128,56 @@ def timeline_get(*, correlation_id: str) -> dict[str, Any] | None:
         "events": events,
         "dead_letters": unlogged_dead_letters,
     }
+
+
+def dead_letter_filter(
+    *,
+    group: str | None = None,
+    event_type: str | None = None,
+    status: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    search: str | None = None,
+) -> QuerySet[DeadLetter]:
+    """Dead letters, newest first, by the same filters the admin offers."""
+    query = DeadLetter.objects.all()
+    if group:
+        query = query.filter(consumer_group=group)
+    if event_type:
+        query = query.filter(event_type=event_type)
+    if status:
+        query = query.filter(status=status)
+    if reason:
+        query = query.filter(reason=reason)
+    if since:
+        query = query.filter(created_at__gte=since)
+    if search:
+        query = query.filter(Q(event_id=search) | Q(correlation_id=search) | Q(entry_id=search))
+    return query.order_by("-created_at")
+
+
+def dead_letter_find(*, ids: Iterable[int]) -> tuple[list[DeadLetter], list[int]]:
+    """The dead letters with these ids, in the order given, and the ids that match none."""
+    wanted = list(dict.fromkeys(ids))
+    found = DeadLetter.objects.in_bulk(wanted)
+    return [found[pk] for pk in wanted if pk in found], [pk for pk in wanted if pk not in found]
+
+
+def dead_letter_actions(*, dead_letter: DeadLetter) -> QuerySet[DeadLetterAction]:
+    """Its audit trail, oldest first."""
+    return dead_letter.actions.order_by("at", "id")
+
+
+def dead_letter_payload_pretty(dead_letter: DeadLetter) -> str:
+    """The entry's fields as indented JSON; an envelope in ``data`` is decoded and indented too,
+    so it reads as one document. Anything that is not JSON is shown exactly as stored."""
+    try:
+        fields = json.loads(dead_letter.payload)
+    except ValueError:
+        return dead_letter.payload
+    if isinstance(fields, dict) and isinstance(fields.get("data"), str):
+        try:  # undecodable data stays as it was read
+            fields = {**fields, "data": json.loads(fields["data"])}
+        except ValueError:
+            pass
+    return json.dumps(fields, indent=2, sort_keys=True, ensure_ascii=False)

@@ -4,9 +4,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import PositiveQuantityField, paginated_response
-from config.exceptions import NotFound
-from eventing.context import get_correlation_id
+from core.api import PositiveQuantityField, paginated_response
+from core.exceptions import NotFound
+from eventing.contract.context import get_correlation_id
 from inventory.selectors import stock_view_get, stock_view_list
 from inventory.services import stock_item_create, stock_item_restock
 

@@ -8,7 +8,7 @@ any order.
 from dataclasses import dataclass
 from typing import ClassVar, TypedDict
 
-from eventing.events import Event, register_event
+from eventing.contract.events import Event, register_event
 
 
 class ItemStateData(TypedDict):

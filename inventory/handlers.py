@@ -1,24 +1,17 @@
-"""What the inventory app consumes: orders to reserve for, cancellations to release,
-and its own events for the stock view."""
+"""What the inventory app consumes: orders to reserve for, and cancellations to release. Its stock
+view is projected by ``inventory/read_models.py``, which registers its own handler."""
 
-from eventing.events import Envelope
-from eventing.registry import handles
-from inventory.events import StockAdded, StockReleased, StockReserved
-from inventory.read_models import stock_views
+from eventing.contract.consumers import INVENTORY, handles
+from eventing.contract.envelope import Envelope
 from inventory.services import stock_release, stock_reserve
 from orders.events import OrderCancelled, OrderCreated
 
 
-@handles("inventory", OrderCreated)
+@handles(INVENTORY, OrderCreated)
 def reserve_stock(event: OrderCreated, envelope: Envelope) -> None:
     stock_reserve(order_id=event.order_id, lines=event.lines)
 
 
-@handles("inventory", OrderCancelled)
+@handles(INVENTORY, OrderCancelled)
 def release_stock(event: OrderCancelled, envelope: Envelope) -> None:
     stock_release(order_id=event.order_id)
-
-
-@handles("projections", *stock_views.events, idempotent=True)
-def update_stock_view(event: StockAdded | StockReserved | StockReleased, envelope: Envelope) -> None:
-    stock_views.apply(event, envelope)

@@ -8,9 +8,9 @@ from typing import Any
 
 from mongoengine import Document, IntField, StringField
 
-from eventing.events import Envelope
-from eventing.mongo import RowChange
-from eventing.projections import Changes, Projection, register
+from eventing.contract.envelope import Envelope
+from eventing.readside.mongo import RowChange
+from eventing.readside.projections import Changes, Projection, register
 from inventory.events import ItemStateData, StockAdded, StockReleased, StockReserved
 
 

@@ -7,7 +7,7 @@ order's reservation from its reservation events (newest version wins).
 
 from typing import Any
 
-from eventing.replay import logged_events, state_check
+from eventing.readside.state_checks import logged_events, state_check
 from inventory.events import StockAdded, StockRejected, StockReleased, StockReserved
 from inventory.models import Reservation, StockItem
 

@@ -1,6 +1,6 @@
 from typing import Any
 
-from eventing.projections import view_objects
+from eventing.readside.projections import view_objects
 from inventory.read_models import StockView
 
 

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from django.db import transaction
 from django.db.models import F
 
-from config.exceptions import InvalidInput, NotFound
+from core.exceptions import InvalidInput, NotFound
 from inventory import signals
 from inventory.events import (
     ItemStateData,

@@ -6,9 +6,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import PositiveQuantityField, paginated_response
-from config.exceptions import NotFound
-from eventing.context import get_correlation_id
+from core.api import PositiveQuantityField, paginated_response
+from core.exceptions import NotFound
+from eventing.contract.context import get_correlation_id
 from orders.selectors import customer_order_list, order_view_get
 from orders.services import MAX_LINES, OrderLineIn, order_cancel, order_place
 

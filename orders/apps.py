@@ -4,5 +4,13 @@ from django.apps import AppConfig
 class OrdersConfig(AppConfig):
     name = "orders"
     verbose_name = "Orders"
-    # events.py, signals.py and handlers.py are imported and connected by
-    # EventingConfig.ready(), which discovers them in every app.
+
+    def ready(self) -> None:
+        # Each domain signal becomes an outbox row in the sender's transaction. Imports fail loudly.
+        from eventing.transport.outbox import outbox_uid, record_event
+        from orders import signals
+
+        signals.order_created.connect(record_event, dispatch_uid=outbox_uid("orders.order_created"))
+        signals.order_confirmed.connect(record_event, dispatch_uid=outbox_uid("orders.order_confirmed"))
+        signals.order_rejected.connect(record_event, dispatch_uid=outbox_uid("orders.order_rejected"))
+        signals.order_cancelled.connect(record_event, dispatch_uid=outbox_uid("orders.order_cancelled"))

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict
 
-from eventing.events import Event, register_event, upcaster
+from eventing.contract.events import Event, register_event, upcaster
 
 
 class OrderLineData(TypedDict):

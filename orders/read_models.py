@@ -10,9 +10,9 @@ from typing import Any
 
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
 
-from eventing.events import Envelope, parse_time
-from eventing.mongo import RowChange
-from eventing.projections import Changes, Projection, register
+from eventing.contract.envelope import Envelope, parse_time
+from eventing.readside.mongo import RowChange
+from eventing.readside.projections import Changes, Projection, register
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent, OrderRejected
 
 STATUS_BY_EVENT: dict[type[OrderEvent], str] = {

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from config.exceptions import Conflict, InvalidInput, NotFound
+from core.exceptions import Conflict, InvalidInput, NotFound
 from orders import signals
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected
 from orders.models import CatalogItem, Order, OrderLine

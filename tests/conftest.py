@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from pymongo import MongoClient
 from rest_framework.test import APIClient
 
-from eventing import mongo
-from eventing.redis_client import get_redis
+from eventing.readside import mongo
+from eventing.transport.client import get_redis
 
 # Measurements the end-to-end and fault tests make, shown at the end of the run.
 REPORTS: list[str] = []

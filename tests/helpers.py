@@ -3,9 +3,13 @@ consumers until the whole cascade of events has settled."""
 
 import time
 
-from eventing.consumer import StreamConsumer
-from eventing.redis_client import get_redis
-from eventing.relay import publish_pending
+import pytest
+
+from eventing.consumer.runner import StreamConsumer
+from eventing.contract import consumers
+from eventing.contract.consumers import Consumer
+from eventing.transport.client import get_redis
+from eventing.transport.relay import publish_pending
 
 ALL_CONSUMERS = ("inventory", "orders", "projections")
 
@@ -26,3 +30,10 @@ def pump(*names: str, timeout: float = 15.0) -> int:
         if handled == 0:
             return total
     raise TimeoutError(f"events still flowing after {timeout}s")
+
+
+def scratch_consumer(monkeypatch: pytest.MonkeyPatch, name: str) -> Consumer:
+    """Declare a consumer for one test: its declaration and its handlers are forgotten after it."""
+    monkeypatch.setattr(consumers, "_HANDLERS", {k: list(v) for k, v in consumers._HANDLERS.items()})
+    monkeypatch.setattr(consumers, "_CONSUMERS", dict(consumers._CONSUMERS))
+    return consumers.declare_consumer(name, description=f"the test consumer {name!r}")

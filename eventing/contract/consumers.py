@@ -1,31 +1,52 @@
-"""Which consumer handles which event types, registered by decorator.
+"""The consumers of the bus, declared once, and which handler each runs for which event type.
 
-Each app's ``handlers.py`` registers its handlers::
+Every consumer is a consumer group of its own, named here. The project's groups are
+declared at the bottom of this module; a plugin or a test declares its own with
+:func:`declare_consumer`. A handler is registered with :func:`handles`, which refuses a
+consumer nobody declared, so a typo fails at import time instead of making a new group::
 
-    @handles("inventory", OrderCreated)
+    @handles(INVENTORY, OrderCreated)
     def reserve_stock(event: OrderCreated, envelope: Envelope) -> None:
         stock_reserve(order_id=event.order_id, lines=event.lines)
 
-A handler that raises ``eventing.errors.PermanentError``, or one of the
-exception classes it lists in ``permanent=``, gets its event dead-lettered on
-the first delivery; other errors are retried first.
+A handler that raises ``PermanentError``, or one of the exception classes it lists
+in ``permanent=``, gets its event dead-lettered on the first delivery; other
+errors are retried first.
 
 A handler runs inside one database transaction together with the consumer's
 inbox row, so its relational effect is applied once. A handler that writes
 elsewhere (MongoDB) and is idempotent by construction says so with
-``idempotent=True`` and runs outside that transaction. ``"*"`` as the event
-type receives every event.
+``idempotent=True`` and runs outside that transaction. ``ALL_EVENTS`` as the
+event type receives every event.
 """
+
+from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eventing.events import Envelope, Event
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import DeclarationError
+from eventing.contract.events import Event
 
 ALL_EVENTS = "*"
 
 HandlerFunc = Callable[[Any, Envelope], None]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A consumer group: its name (the group's name in Redis, the inbox's key) and what it does."""
+
+    name: str
+    description: str
+    # The consumer that writes the MongoDB event log: its "processed" time of an event
+    # is the log record's, since it keeps no inbox row.
+    writes_event_log: bool = False
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -36,50 +57,113 @@ class Handler:
     idempotent: bool
     # Errors that mean the event can never be applied: dead-lettered at once.
     permanent: tuple[type[BaseException], ...] = ()
+    # Shown on dead letters and in logs; the function's dotted path unless given.
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.func.__module__}.{self.func.__qualname__}"
+        return self.label or f"{self.func.__module__}.{self.func.__qualname__}"
 
 
-class RegistryError(Exception):
-    pass
-
-
+_CONSUMERS: dict[str, Consumer] = {}
 _HANDLERS: dict[str, list[Handler]] = {}
 
 
+def declare_consumer(name: str, *, description: str, writes_event_log: bool = False) -> Consumer:
+    """Declare a consumer group. Declaring one name twice with other facts is an error."""
+    consumer = Consumer(name=name, description=description, writes_event_log=writes_event_log)
+    existing = _CONSUMERS.get(name)
+    if existing is not None and existing != consumer:
+        raise DeclarationError(f"consumer {name!r} is declared twice, differently")
+    if writes_event_log and any(c.writes_event_log and c.name != name for c in _CONSUMERS.values()):
+        raise DeclarationError(f"consumer {name!r} cannot write the event log: {event_log_writer().name} does")
+    _CONSUMERS[name] = consumer
+    return consumer
+
+
+def consumer(name: str | Consumer) -> Consumer:
+    """The declared consumer of that name; DeclarationError when there is none."""
+    key = name.name if isinstance(name, Consumer) else name
+    try:
+        return _CONSUMERS[key]
+    except KeyError:
+        known = ", ".join(sorted(_CONSUMERS)) or "none"
+        raise DeclarationError(f"undeclared consumer {key!r}; declared: {known}") from None
+
+
+def declared_consumers() -> dict[str, Consumer]:
+    return dict(sorted(_CONSUMERS.items()))
+
+
+def event_log_writer() -> Consumer:
+    """The consumer that writes the event log."""
+    for declared in _CONSUMERS.values():
+        if declared.writes_event_log:
+            return declared
+    raise DeclarationError("no consumer is declared to write the event log")
+
+
+def register_handler(handler: Handler) -> Handler:
+    """Add one handler; the consumer must be declared, and a handler is registered once per type."""
+    consumer(handler.consumer)
+    registered = _HANDLERS.setdefault(handler.consumer, [])
+    if any(h.event_type == handler.event_type and h.name == handler.name for h in registered):
+        raise DeclarationError(f"{handler.name} is registered twice for {handler.consumer}/{handler.event_type}")
+    registered.append(handler)
+    return handler
+
+
 def handles(
-    consumer: str,
+    to: str | Consumer,
     *event_types: type[Event] | str,
     idempotent: bool = False,
     permanent: tuple[type[BaseException], ...] = (),
 ) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Decorator: run the function for these event types in this consumer."""
+    name = consumer(to).name
     if not event_types:
-        raise RegistryError("handles() needs at least one event type")
+        raise DeclarationError("handles() needs at least one event type")
 
     def decorator(func: HandlerFunc) -> HandlerFunc:
         for event_type in event_types:
             type_name = event_type if isinstance(event_type, str) else event_type.TYPE
-            handler = Handler(
-                consumer=consumer, event_type=type_name, func=func, idempotent=idempotent, permanent=permanent
+            register_handler(
+                Handler(consumer=name, event_type=type_name, func=func, idempotent=idempotent, permanent=permanent)
             )
-            registered = _HANDLERS.setdefault(consumer, [])
-            if any(h.event_type == type_name and h.name == handler.name for h in registered):
-                raise RegistryError(f"{handler.name} is registered twice for {consumer}/{type_name}")
-            registered.append(handler)
         return func
 
     return decorator
 
 
 def consumer_names() -> list[str]:
+    """The consumers that have handlers (the ones worth running)."""
     return sorted(_HANDLERS)
 
 
-def handlers_for(consumer: str, event_type: str) -> list[Handler]:
-    return [h for h in _HANDLERS.get(consumer, []) if h.event_type in (event_type, ALL_EVENTS)]
+def handlers_for(consumer_name: str, event_type: str) -> list[Handler]:
+    return [h for h in _HANDLERS.get(consumer_name, []) if h.event_type in (event_type, ALL_EVENTS)]
 
 
-def consumer_handlers(consumer: str) -> list[Handler]:
-    return list(_HANDLERS.get(consumer, []))
+def consumer_handlers(consumer_name: str) -> list[Handler]:
+    return list(_HANDLERS.get(consumer_name, []))
+
+
+def consumers_of(event_type: str) -> list[str]:
+    """Every consumer with a handler for ``event_type`` (or for every event)."""
+    return [name for name in consumer_names() if handlers_for(name, event_type)]
+
+
+# -- The project's consumer groups ------------------------------------------------------------
+
+INVENTORY = declare_consumer(
+    "inventory", description="Reserves stock for new orders and releases it for cancelled ones."
+)
+ORDERS = declare_consumer(
+    "orders", description="Learns the catalogue of skus, and confirms or rejects orders on the inventory's answer."
+)
+PROJECTIONS = declare_consumer(
+    "projections",
+    description="Writes every event to the MongoDB event log, then projects the read views "
+    "(each projection in readside/ registers its own handler here).",
+    writes_event_log=True,
+)

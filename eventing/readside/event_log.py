@@ -1,13 +1,19 @@
-"""The event log: every event exactly once, keyed by its id."""
+"""The event log: every event exactly once, keyed by its id, written by the ``PROJECTIONS`` consumer."""
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
 from mongoengine import DateTimeField, DictField, Document, IntField, StringField
+from mongoengine.connection import get_db
 
-from eventing.events import Envelope, utcnow
-from eventing.mongo import insert_once
+from eventing.contract.consumers import PROJECTIONS, handles
+from eventing.contract.envelope import Envelope, utcnow
+from eventing.contract.events import Event
+from eventing.readside.mongo import insert_once
+
+logger = logging.getLogger(__name__)
 
 
 class EventRecord(Document):
@@ -101,3 +107,14 @@ def logged_before(*, stream: str, boundary: str, batch_size: int) -> Iterator[li
             batch = []
     if batch:
         yield batch
+
+
+def read_log(query: dict[str, Any], *, batch_size: int) -> Iterator[dict[str, Any]]:
+    """The raw ``event_log`` documents matching ``query``, in natural order."""
+    yield from get_db()[EventRecord._meta["collection"]].find(query, batch_size=batch_size)
+
+
+@handles(PROJECTIONS, "*", idempotent=True)
+def append_to_event_log(event: Event, envelope: Envelope) -> None:
+    if not event_log_append(envelope=envelope):
+        logger.info("%s %s is already in the event log; skipping the duplicate", envelope.type, envelope.id)

@@ -25,7 +25,7 @@ from mongoengine import Document
 from mongoengine.errors import NotUniqueError
 from pymongo.collection import Collection
 
-from eventing.redis_client import get_redis
+from eventing.transport.client import get_redis
 
 
 def connect(uri: str | None = None) -> None:

@@ -1,15 +1,17 @@
 """Read-view projections: what each event does to which view rows, applied
 live by the projections consumer and folded from the event log on replay.
 
-An app declares a projection in its ``read_models.py``::
+An app declares a projection in its ``read_models.py``, once: registering it
+also registers its handler in the consumer that projects the views
+(``PROJECTIONS``)::
 
-    order_views = Projection(
+    order_views = register(Projection(
         name="orders",
         documents=(OrderView, CustomerOrder),
         events=(OrderCreated, OrderConfirmed, ...),
         changes=order_view_changes,          # (event, envelope) -> [(OrderView, RowChange), ...]
         expected_from_database=...,          # optional, for verify_projections
-    )
+    ))
 
 Views are read and written through an alias, so a rebuild can fill new
 collections while the old ones serve, then switch every view of a rebuild in
@@ -28,8 +30,11 @@ from mongoengine.connection import get_db
 from mongoengine.queryset import QuerySet
 from pymongo.collection import Collection
 
-from eventing.events import Envelope, Event
-from eventing.mongo import RowChange, apply_change, upsert_if_newer
+from eventing.contract.consumers import PROJECTIONS, Handler, register_handler
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import DeclarationError
+from eventing.contract.events import Event
+from eventing.readside.mongo import RowChange, apply_change, upsert_if_newer
 
 Changes = list[tuple[type[Document], RowChange]]
 
@@ -67,9 +72,23 @@ _PROJECTIONS: dict[str, Projection] = {}
 
 
 def register(projection: Projection) -> Projection:
-    if projection.name in _PROJECTIONS and _PROJECTIONS[projection.name] != projection:
-        raise ValueError(f"projection {projection.name!r} is registered twice")
+    """Make the projection known to replays and checks, and run it live in the ``PROJECTIONS`` consumer."""
+    existing = _PROJECTIONS.get(projection.name)
+    if existing is not None:
+        if existing != projection:
+            raise DeclarationError(f"projection {projection.name!r} is registered twice")
+        return existing
     _PROJECTIONS[projection.name] = projection
+    for event_type in projection.event_types:
+        register_handler(
+            Handler(
+                consumer=PROJECTIONS.name,
+                event_type=event_type,
+                func=projection.apply,
+                idempotent=True,
+                label=f"{projection.changes.__module__}.{projection.name} projection",
+            )
+        )
     return projection
 
 

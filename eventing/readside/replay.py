@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,9 +21,9 @@ from typing import Any
 from mongoengine import Document
 from mongoengine.connection import get_db
 
-from eventing.event_log import envelope_from_record
-from eventing.mongo import upsert_if_newer
-from eventing.projections import (
+from eventing.readside.event_log import envelope_from_record, read_log
+from eventing.readside.mongo import upsert_if_newer
+from eventing.readside.projections import (
     ALIAS_TTL_SECONDS,
     Fold,
     Projection,
@@ -45,7 +45,7 @@ Progress = Callable[[int, int], None]  # (events done, events in all)
 
 
 class ReplayError(Exception):
-    pass
+    """A rebuild or check was asked for something that does not exist."""
 
 
 @dataclass
@@ -101,10 +101,6 @@ def _log_filter(types: list[str], since: str | None, until: str | None) -> dict[
     return query
 
 
-def _read_log(query: dict[str, Any], batch_size: int) -> Iterator[dict[str, Any]]:
-    yield from get_db()["event_log"].find(query, batch_size=batch_size)
-
-
 def fold_log(
     fold: Fold,
     *,
@@ -119,7 +115,7 @@ def fold_log(
     # The size of the whole log, for the progress bar: counting the matches would
     # cost a scan of the log on FerretDB before the first event is read.
     total = get_db()["event_log"].estimated_document_count()
-    for done, record in enumerate(_read_log(query, batch_size), start=1):
+    for done, record in enumerate(read_log(query, batch_size=batch_size), start=1):
         fold.apply(envelope_from_record(record))
         if progress and done % batch_size == 0:
             progress(done, max(total, done))
@@ -274,31 +270,3 @@ def verify_views(*, names: list[str] | None = None, progress: Progress | None = 
                 for name, (seen, want) in sorted(wrong.items()):
                     differences.append(f"{view}/{key}: {name} is {seen!r} in the view but {want!r} in the database")
     return differences
-
-
-def logged_events(*, types: list[str], batch_size: int = 2000) -> Iterator[Any]:
-    """(envelope, event) for every logged event of ``types``, upcast to the current versions."""
-    for record in _read_log({"type": {"$in": types}}, batch_size):
-        envelope = envelope_from_record(record)
-        yield envelope, envelope.event()
-
-
-StateCheck = Callable[[], list[str]]
-_STATE_CHECKS: dict[str, StateCheck] = {}
-
-
-def state_check(name: str) -> Callable[[StateCheck], StateCheck]:
-    """Register a function that recomputes an app's relational state from events
-    alone and returns its differences with the database (``rebuild_state NAME``)."""
-
-    def decorator(func: StateCheck) -> StateCheck:
-        if name in _STATE_CHECKS and _STATE_CHECKS[name] is not func:
-            raise ValueError(f"state check {name!r} is registered twice")
-        _STATE_CHECKS[name] = func
-        return func
-
-    return decorator
-
-
-def state_checks() -> dict[str, StateCheck]:
-    return dict(_STATE_CHECKS)

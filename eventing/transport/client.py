@@ -1,6 +1,7 @@
 """The process's Redis clients, built from settings.REDIS_URL."""
 
 from functools import cache
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
@@ -20,3 +21,13 @@ def _client(url: str, socket_timeout: float | None) -> redis.Redis:
 def get_redis(*, socket_timeout: float | None = 10.0) -> redis.Redis:
     """A shared client. Blocking readers pass a timeout above their BLOCK time."""
     return _client(settings.REDIS_URL, socket_timeout)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))

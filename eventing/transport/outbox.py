@@ -1,27 +1,25 @@
 """Turning domain signals into outbox rows.
 
-Every ``Signal`` that an event-publishing app (one with both ``events.py`` and
-``signals.py``) declares in its ``signals.py`` is connected here by
-``EventingConfig.ready()``. Services send them inside ``transaction.atomic``
+Each event-publishing app connects the signals of its ``signals.py`` to
+:func:`record_event` in its ``AppConfig.ready()``, each with a ``dispatch_uid``
+(see :func:`outbox_uid`). Services send them inside ``transaction.atomic``
 with ``event=<Event>`` and ``aggregate_version=<int>``; the row is written in
 the same transaction as the change, so an event exists exactly when its
 change does.
 """
 
-import importlib
-import importlib.util
 import logging
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import transaction
-from django.dispatch import Signal
 
-from eventing.events import Envelope, Event, EventError, event_class
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import EventError
+from eventing.contract.events import Event, event_class
+from eventing.contract.schemas import validate_event
 from eventing.models import OutboxEvent
-from eventing.relay import publish_after_commit
-from eventing.schemas import validate_event
+from eventing.transport.relay import publish_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +46,6 @@ def record_event(sender: Any, *, event: Event, aggregate_version: int, **kwargs:
     publish_after_commit(row)
 
 
-def domain_signals() -> list[tuple[str, Signal]]:
-    """(dispatch uid, signal) for every signal declared by an event-publishing app."""
-    found = []
-    for config in apps.get_app_configs():
-        if importlib.util.find_spec(f"{config.name}.events") is None:
-            continue
-        try:
-            module = importlib.import_module(f"{config.name}.signals")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{config.name}.signals":
-                raise
-            continue
-        for name, value in vars(module).items():
-            if isinstance(value, Signal):
-                found.append((f"eventing.outbox:{config.name}.{name}", value))
-    return found
-
-
-def connect_domain_signals() -> None:
-    for uid, signal in domain_signals():
-        signal.connect(record_event, dispatch_uid=uid)
+def outbox_uid(signal_name: str) -> str:
+    """The ``dispatch_uid`` of one domain signal's connection to the outbox (``"orders.order_created"``)."""
+    return f"eventing.outbox:{signal_name}"

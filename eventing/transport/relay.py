@@ -20,8 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from eventing.models import OutboxEvent
-from eventing.redis_client import get_redis
-from eventing.trim import trim_streams
+from eventing.transport.client import get_redis
+from eventing.transport.trim import trim_streams
 
 logger = logging.getLogger(__name__)
 

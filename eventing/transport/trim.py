@@ -10,7 +10,7 @@ import logging
 
 import redis
 
-from eventing.streams import RETRY_MARK
+from eventing.transport.streams import RETRY_MARK
 
 logger = logging.getLogger(__name__)
 

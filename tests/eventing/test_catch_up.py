@@ -7,14 +7,16 @@ from collections import Counter
 import pytest
 from mongoengine.connection import get_db
 
-from eventing import registry
-from eventing.consumer import ConsumerError, StreamConsumer
-from eventing.events import Envelope, Event
-from eventing.redis_client import get_redis
-from eventing.trim import trim_streams
+from eventing.consumer.runner import ConsumerError, StreamConsumer
+from eventing.contract import consumers as registry
+from eventing.contract.envelope import Envelope
+from eventing.contract.events import Event
+from eventing.readside.event_log import logged_before
+from eventing.transport.client import get_redis
+from eventing.transport.trim import trim_streams
 from inventory.services import stock_item_create
 from orders.services import OrderLineIn, order_place
-from tests.helpers import pump
+from tests.helpers import pump, scratch_consumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,10 +25,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def counter(monkeypatch, stream):
     """A consumer 'counter' that counts events per type in Redis. It is naive on
     purpose (no inbox): an event delivered twice would be counted twice."""
-    monkeypatch.setattr(registry, "_HANDLERS", {k: list(v) for k, v in registry._HANDLERS.items()})
+    counter = scratch_consumer(monkeypatch, "counter")
     key = f"eventing:test-counts:{stream}"
 
-    @registry.handles("counter", registry.ALL_EVENTS, idempotent=True)
+    @registry.handles(counter, registry.ALL_EVENTS, idempotent=True)
     def count(event: Event, envelope: Envelope) -> None:
         get_redis().hincrby(key, envelope.type, 1)
 
@@ -56,7 +58,7 @@ def test_a_consumer_started_from_the_beginning_counts_every_event_once_trimmed_o
     assert redis_client.xlen(stream) > 0
 
     late = StreamConsumer(name="counter", block_ms=5)
-    from_log = late.catch_up_from_log(stop=threading.Event())
+    from_log = late.catch_up_from_log(threading.Event(), history=logged_before)
     late.run_until_idle()
 
     assert from_log > 1500
@@ -72,4 +74,4 @@ def test_a_consumer_started_from_the_beginning_counts_every_event_once_trimmed_o
 def test_from_beginning_is_refused_for_a_group_that_already_exists(stream, counter):
     StreamConsumer(name="counter", block_ms=5).ensure_group()
     with pytest.raises(ConsumerError, match="already exists"):
-        StreamConsumer(name="counter", block_ms=5).catch_up_from_log(stop=threading.Event())
+        StreamConsumer(name="counter", block_ms=5).catch_up_from_log(threading.Event(), history=logged_before)

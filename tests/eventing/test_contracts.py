@@ -11,20 +11,11 @@ from typing import Any, ClassVar
 import pytest
 from django.core.management import CommandError, call_command
 
-from eventing import events
-from eventing.events import registered_event_types, upcaster
-from eventing.schemas import (
-    CATALOG_MARKDOWN,
-    CATALOG_SCHEMA,
-    CONTRACTS_DIR,
-    ContractError,
-    catalog,
-    catalog_markdown,
-    consumers,
-    contract_problems,
-    contracts_update,
-    producer,
-)
+from eventing.catalog import CATALOG_MARKDOWN, CATALOG_SCHEMA, catalog_markdown, consumers
+from eventing.contract import events
+from eventing.contract.events import registered_event_types, upcaster
+from eventing.contract.schemas import producer
+from eventing.contract.versions import CONTRACTS_DIR, ContractError, catalog, contract_problems, contracts_update
 from orders.events import OrderCreated, OrderEvent, OrderLineData
 
 

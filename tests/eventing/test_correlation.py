@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from eventing import context
+from eventing.contract import context
 
 
 @pytest.mark.parametrize("header", [None, "", "has spaces", "x" * 200, "bad\u00e9char"])

@@ -9,12 +9,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from eventing import context
-from eventing.dead_letters import dead_letter_discard
-from eventing.errors import PermanentError
-from eventing.events import Envelope
+from eventing.contract import context
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import PermanentError
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
-from eventing.streams import retry_stream
+from eventing.services import dead_letter_discard
+from eventing.transport.streams import retry_stream
 from inventory.events import StockReserved
 from orders.models import CatalogItem
 from tests.eventing import test_failures

@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from eventing.dead_letters import dead_letter_discard
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
-from eventing.streams import retry_stream
+from eventing.services import dead_letter_discard
+from eventing.transport.streams import retry_stream
 from orders.models import CatalogItem
 from tests.eventing import test_dlq_admin, test_failures
 from tests.eventing.test_failures import run
@@ -68,7 +68,7 @@ def test_list_as_json_lines_carries_the_fields(dead_letters):
         1,
     )
     assert (doc["event_id"], doc["correlation_id"]) == (poison.event_id, "corr-poison-1")
-    assert doc["error_class"] == "eventing.errors.PermanentError"
+    assert doc["error_class"] == "eventing.contract.errors.PermanentError"
 
 
 def test_list_filters_like_the_admin(dead_letters):
@@ -117,13 +117,13 @@ def test_show_prints_every_field_the_pretty_payload_the_traceback_and_the_audit_
         "status: DISCARDED",
         f"stream: {poison.stream}",
         f"entry_id: {poison.entry_id}",
-        "error_class: eventing.errors.PermanentError",
+        "error_class: eventing.contract.errors.PermanentError",
         "error_message: cannot store this item",
         f"last_failed_at: {poison.last_failed_at.isoformat()}",
     ):
         assert line in out.splitlines()
     assert "Traceback (most recent call last):" in out
-    assert "eventing.errors.PermanentError: cannot store this item" in out
+    assert "eventing.contract.errors.PermanentError: cannot store this item" in out
     assert '\n  "data": {\n' in out and '\n      "sku": "POISON-1"\n' in out
     assert "audit trail: 1" in out
     assert "discard by ops (reason: fixed by hand): discarded" in out

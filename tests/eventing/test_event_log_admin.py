@@ -11,9 +11,9 @@ from django.db import connection
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
-from eventing.event_log import EventRecord, event_log_append
-from eventing.events import Envelope
+from eventing.contract.envelope import Envelope
 from eventing.models import EventLogEntry
+from eventing.readside.event_log import EventRecord, event_log_append
 from inventory.events import StockAdded
 from inventory.services import stock_item_create
 from tests.eventing.conftest import staff_client

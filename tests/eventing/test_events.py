@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from eventing.events import Envelope, Event, EventError, registered_event_types
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import EventError
+from eventing.contract.events import Event, registered_event_types
 from inventory.events import StockAdded
 from orders.events import OrderCreated
 

@@ -6,16 +6,17 @@ import time
 import pytest
 from django.db import OperationalError
 
-from eventing import registry
-from eventing.consumer import StreamConsumer
-from eventing.dead_letters import dead_letter_discard, dead_letter_retry
-from eventing.errors import PermanentError
-from eventing.events import Envelope
+from eventing.consumer.runner import StreamConsumer
+from eventing.contract import consumers as registry
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import PermanentError
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
-from eventing.streams import dead_letter_stream, retry_stream
+from eventing.services import dead_letter_discard, dead_letter_retry
+from eventing.transport.streams import dead_letter_stream, retry_stream
 from inventory.events import StockAdded
 from orders.models import CatalogItem
 from tests.eventing.test_consumer import pending_count, stock_added, xadd
+from tests.helpers import scratch_consumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,10 +30,10 @@ def fast_retries(settings):
 @pytest.fixture
 def probe(monkeypatch):
     """A consumer 'probe' whose STOCK_ADDED handler stores a 'probe:<sku>' catalog item, failing as told."""
-    monkeypatch.setattr(registry, "_HANDLERS", {k: list(v) for k, v in registry._HANDLERS.items()})
+    probe = scratch_consumer(monkeypatch, "probe")
     state = {"calls": 0, "error": None, "errors_left": 10**9}
 
-    @registry.handles("probe", StockAdded)
+    @registry.handles(probe, StockAdded)
     def store(event: StockAdded, envelope: Envelope) -> None:
         state["calls"] += 1
         if state["error"] is not None and state["errors_left"] > 0 and event.sku.startswith("POISON"):
@@ -43,9 +44,9 @@ def probe(monkeypatch):
     return state
 
 
-def run(name: str = "probe", **kwargs) -> StreamConsumer:
+def run(name: str = "probe", *, max_retry_wait: float = 60.0, **kwargs) -> StreamConsumer:
     consumer = StreamConsumer(name=name, block_ms=5, **kwargs)
-    consumer.run_until_idle()
+    consumer.run_until_idle(max_retry_wait=max_retry_wait)
     return consumer
 
 
@@ -183,7 +184,7 @@ def test_discarding_needs_a_reason_and_is_audited(settings, redis_client, stream
     run()
     dead = DeadLetter.objects.get()
 
-    from config.exceptions import InvalidInput
+    from core.exceptions import InvalidInput
 
     with pytest.raises(InvalidInput):
         dead_letter_discard(dead_letters=[dead], actor="tester", reason="  ")
@@ -243,3 +244,34 @@ def test_a_handler_declared_permanent_error_is_dead_lettered_at_once(redis_clien
 
     dead = DeadLetter.objects.get()
     assert (dead.reason, dead.attempts, dead.error_class) == ("permanent error", 1, "orders.services.OrderNotFound")
+
+
+def test_run_until_idle_waits_for_a_retry_still_in_its_backoff(settings, redis_client, stream, probe):
+    # The backoff (300 ms, then 600 ms) is far longer than a read: returning when nothing new
+    # arrived would leave the later attempts undone.
+    settings.EVENTING_RETRY_BASE_MS = 300
+    settings.EVENTING_RETRY_MAX_MS = 600
+    settings.EVENTING_MAX_ATTEMPTS = 3
+    probe["error"] = ValueError("handler bug")
+    xadd(redis_client, stream, stock_added("POISON-1"))
+
+    started = time.monotonic()
+    run()
+
+    assert probe["calls"] == 3
+    assert DeadLetter.objects.get().attempts == 3
+    assert time.monotonic() - started >= 0.9  # it waited out both backoffs
+
+
+def test_run_until_idle_bounds_its_wait_for_retries(settings, redis_client, stream, probe):
+    settings.EVENTING_RETRY_BASE_MS = 60_000
+    settings.EVENTING_RETRY_MAX_MS = 60_000
+    probe["error"] = ValueError("handler bug")
+    xadd(redis_client, stream, stock_added("POISON-1"))
+
+    started = time.monotonic()
+    run(max_retry_wait=0.5)
+
+    assert probe["calls"] == 1
+    assert time.monotonic() - started < 30  # not the 60 s backoff
+    assert pending_count(redis_client, stream, "probe") == 1  # still there for its retry

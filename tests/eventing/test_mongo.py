@@ -4,7 +4,7 @@ import threading
 
 from mongoengine import DictField, Document, IntField, ListField, StringField
 
-from eventing.mongo import RowChange, apply_change, insert_once, upsert_if_newer
+from eventing.readside.mongo import RowChange, apply_change, insert_once, upsert_if_newer
 
 
 class Row(Document):

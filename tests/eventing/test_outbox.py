@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from eventing.events import EventError
+from eventing.contract.errors import EventError
 from eventing.models import OutboxEvent
-from eventing.redis_client import get_redis
-from eventing.relay import publish_pending
+from eventing.transport.client import get_redis
+from eventing.transport.relay import publish_pending
 from inventory.services import stock_item_create
 from inventory.signals import stock_added
 
@@ -130,7 +130,7 @@ def test_relay_once_fails_clearly_when_redis_is_unreachable(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_after_a_redis_restart_the_relay_republishes_what_redis_may_have_lost(settings, redis_client, stream):
-    from eventing.relay import _check_restart, run_id_key
+    from eventing.transport.relay import _check_restart, run_id_key
 
     settings.EVENTING_REPUBLISH_MARGIN_SECONDS = 0
     for i in range(3):

@@ -8,8 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from mongoengine.connection import get_db
 
-from eventing import projections as views
-from eventing import replay
+from eventing.readside import projections as views
+from eventing.readside import replay
 from inventory.models import StockItem
 from inventory.read_models import StockView
 from inventory.services import stock_item_create

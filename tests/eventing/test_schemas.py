@@ -10,22 +10,15 @@ from typing import Any, ClassVar, NotRequired, TypedDict
 import pytest
 from django.db import transaction
 
-from eventing import events
-from eventing.consumer import StreamConsumer
-from eventing.event_log import EventRecord
-from eventing.events import (
-    Envelope,
-    Event,
-    EventError,
-    InvalidEvent,
-    UnsupportedVersion,
-    register_event,
-    registered_event_types,
-    upcaster,
-)
+from eventing.consumer.runner import StreamConsumer
+from eventing.contract import events
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import DeclarationError, InvalidEvent, UnsupportedVersion
+from eventing.contract.events import Event, register_event, registered_event_types, upcaster
+from eventing.contract.schemas import DIALECT, data_schema, envelope_schema, event_schema, type_schema
 from eventing.models import DeadLetter, OutboxEvent
-from eventing.outbox import record_event
-from eventing.schemas import DIALECT, data_schema, envelope_schema, event_schema, type_schema
+from eventing.readside.event_log import EventRecord
+from eventing.transport.outbox import record_event
 from inventory.events import StockAdded, StockReserved
 from inventory.models import Reservation
 from inventory.read_models import StockView
@@ -279,7 +272,7 @@ def test_a_missing_step_in_the_middle_is_named(scratch_registry):
 
 
 def test_registering_a_second_upcaster_for_the_same_step_is_an_error(scratch_registry):
-    with pytest.raises(EventError, match="ORDER_CREATED has two upcasters from v1"):
+    with pytest.raises(DeclarationError, match="ORDER_CREATED has two upcasters from v1"):
 
         @upcaster("ORDER_CREATED", from_version=1)
         def another_upcast_order_created_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +281,7 @@ def test_registering_a_second_upcaster_for_the_same_step_is_an_error(scratch_reg
 
 @pytest.mark.parametrize("from_version", [0, -1, True, "1"])
 def test_an_upcaster_needs_a_version_from_1(from_version):
-    with pytest.raises(EventError, match="from_version must be an integer from 1"):
+    with pytest.raises(DeclarationError, match="from_version must be an integer from 1"):
         upcaster("ORDER_CREATED", from_version=from_version)
 
 

@@ -6,9 +6,9 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from eventing import context
-from eventing.event_log import EventRecord
-from eventing.events import Envelope
+from eventing.contract import context
+from eventing.contract.envelope import Envelope
+from eventing.readside.event_log import EventRecord
 from eventing.selectors import timeline_get
 from inventory.events import StockReserved
 from inventory.services import stock_item_create

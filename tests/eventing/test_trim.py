@@ -3,8 +3,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from eventing.consumer import StreamConsumer
-from eventing.trim import safe_min_id, trim_stream
+from eventing.consumer.runner import StreamConsumer
+from eventing.transport.trim import safe_min_id, trim_stream
 from tests.eventing.test_consumer import stock_added, xadd
 
 pytestmark = pytest.mark.django_db(transaction=True)

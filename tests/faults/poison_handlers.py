@@ -8,13 +8,15 @@ cause a team would fix before retrying the dead letter.
 import os
 from pathlib import Path
 
-from eventing.events import Envelope
-from eventing.registry import handles
+from eventing.contract.consumers import declare_consumer, handles
+from eventing.contract.envelope import Envelope
 from orders.events import OrderCreated
 from orders.models import CatalogItem
 
+AUDIT = declare_consumer("audit", description="Records every order it sees (the fault tests' poison consumer).")
 
-@handles("audit", OrderCreated)
+
+@handles(AUDIT, OrderCreated)
 def audit_order(event: OrderCreated, envelope: Envelope) -> None:
     if event.customer_id == "poison" and not Path(os.environ["POISON_FIXED_FILE"]).exists():
         raise RuntimeError("the audit store rejects this order")

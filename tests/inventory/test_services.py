@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from config.exceptions import InvalidInput
+from core.exceptions import InvalidInput
 from eventing.models import OutboxEvent
 from inventory.models import Reservation, StockItem
 from inventory.services import (

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from config.exceptions import InvalidInput
+from core.exceptions import InvalidInput
 from eventing.models import OutboxEvent
 from orders.models import CatalogItem, Order, OrderLine
 from orders.services import (

@@ -1,11 +1,11 @@
-import json
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.redis_client import get_redis
+from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_pattern, parse_health_key
+from eventing.transport.client import get_redis, redact_url
 
 
 class Command(BaseCommand):
@@ -16,20 +16,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         stream = settings.EVENTING_STREAM
-        pattern = f"eventing:health:{stream}:{options['name'] or '*'}:*"
+        pattern = health_pattern(stream=stream, group=options["name"])
         try:
             client = get_redis()
-            records = {key: client.get(key) for key in sorted(client.scan_iter(pattern))}
+            raw = {key: client.get(key) for key in sorted(client.scan_iter(pattern))}
         except redis.RedisError as exc:
-            raise CommandError(f"not ready: cannot reach Redis at {settings.REDIS_URL}: {exc}") from None
-        records = {key: json.loads(value) for key, value in records.items() if value}
+            raise CommandError(f"not ready: cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from None
+        records = {key: HealthRecord.from_json(value) for key, value in raw.items() if value}
         if not records:
-            raise CommandError(
-                f"not ready: no consumer {options['name'] or ''} has reported in the last 30s".replace("  ", " ")
-            )
+            who = f"consumer {options['name']}" if options["name"] else "consumer"
+            raise CommandError(f"not ready: no {who} has reported in the last {HEALTH_TTL_SECONDS}s")
         for key, record in records.items():
-            group, consumer = key.removeprefix(f"eventing:health:{stream}:").split(":", 1)
-            state = "ready" if record["ready"] else f"NOT READY ({record['reason']})"
-            self.stdout.write(f"{group} {consumer}: {state}, {record['processed']} processed, reported {record['at']}")
-        if not all(record["ready"] for record in records.values()):
+            group, consumer = parse_health_key(key, stream=stream)
+            state = "ready" if record.ready else f"NOT READY ({record.reason})"
+            self.stdout.write(f"{group} {consumer}: {state}, {record.processed} processed, reported {record.at}")
+        if not all(record.ready for record in records.values()):
             raise CommandError("not ready")

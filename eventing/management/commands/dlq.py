@@ -9,17 +9,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from config.exceptions import InvalidInput
-from eventing.dead_letters import (
-    ActionResult,
-    dead_letter_actions,
-    dead_letter_discard,
-    dead_letter_filter,
-    dead_letter_find,
-    dead_letter_payload_pretty,
-    dead_letter_retry,
-)
+from core.exceptions import InvalidInput
 from eventing.models import DeadLetter
+from eventing.selectors import dead_letter_actions, dead_letter_filter, dead_letter_find, dead_letter_payload_pretty
+from eventing.services import ActionResult, dead_letter_discard, dead_letter_retry
 
 FILTERS = ("group", "type", "status", "reason", "since", "search")
 LIST_COLUMNS = ("id", "group", "type", "reason", "status", "attempts", "last failure", "event id")

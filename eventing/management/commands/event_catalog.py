@@ -6,7 +6,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.schemas import CONTRACTS_DIR, ContractError, catalog_stale, catalog_write, contracts_update
+from eventing.catalog import catalog_stale, catalog_write
+from eventing.contract.versions import CONTRACTS_DIR, ContractError, contracts_update
 
 
 class Command(BaseCommand):

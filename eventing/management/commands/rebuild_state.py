@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.replay import state_checks
+from eventing.readside.state_checks import state_checks
 
 
 class Command(BaseCommand):

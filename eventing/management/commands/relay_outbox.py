@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.relay import RelayError, relay_forever
+from eventing.transport.relay import RelayError, relay_forever
 
 
 class Command(BaseCommand):

@@ -3,8 +3,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from eventing.projections import projections
-from eventing.replay import ReplayError, replay_views
+from eventing.readside.projections import projections
+from eventing.readside.replay import ReplayError, replay_views
 
 
 class Command(BaseCommand):

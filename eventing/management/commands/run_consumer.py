@@ -4,8 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing import registry
-from eventing.consumer import ConsumerError, StreamConsumer
+from eventing.consumer.runner import ConsumerError, StreamConsumer
+from eventing.contract import consumers as registry
+from eventing.readside.event_log import logged_before
 
 
 class Command(BaseCommand):
@@ -31,7 +32,7 @@ class Command(BaseCommand):
         if options["list"]:
             for name in registry.consumer_names():
                 types = sorted({h.event_type for h in registry.consumer_handlers(name)})
-                self.stdout.write(f"{name}: {', '.join(types)}")
+                self.stdout.write(f"{name}: {', '.join(types)} ({registry.consumer(name).description})")
             return
         if not options["name"]:
             raise CommandError(f"name a consumer: {', '.join(registry.consumer_names())} (or --list)")
@@ -59,7 +60,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         if options["from_beginning"]:
             try:
-                consumer.catch_up_from_log(stop)
+                consumer.catch_up_from_log(stop, history=logged_before)
             except ConsumerError as exc:
                 raise CommandError(str(exc)) from None
         consumer.run(stop=stop)

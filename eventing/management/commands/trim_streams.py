@@ -4,8 +4,8 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.redis_client import get_redis
-from eventing.trim import trim_streams
+from eventing.transport.client import get_redis
+from eventing.transport.trim import trim_streams
 
 
 class Command(BaseCommand):

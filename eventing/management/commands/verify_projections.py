@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.replay import ReplayError, verify_views
+from eventing.readside.replay import ReplayError, verify_views
 
 
 class Command(BaseCommand):

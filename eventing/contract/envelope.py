@@ -1,0 +1,118 @@
+"""The envelope every event travels in: its identity, lineage and payload."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eventing.contract import context
+from eventing.contract.errors import InvalidEvent, UndecodableEvent, UnsupportedVersion
+from eventing.contract.events import Event, event_class, upcast
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(f"timestamp {value!r} is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent(f"timestamp {value!r} has no time zone")
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Envelope:
+    """What travels on the stream: the event's identity, lineage and payload."""
+
+    id: str
+    type: str
+    version: int
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str | None
+    aggregate_type: str
+    aggregate_id: str
+    aggregate_version: int
+    data: dict[str, Any]
+    # Where a consumer received it; not part of the wire format.
+    stream: str | None = dataclasses.field(default=None, compare=False)
+    entry_id: str | None = dataclasses.field(default=None, compare=False)
+
+    @classmethod
+    def wrap(cls, event: Event, *, aggregate_version: int) -> Envelope:
+        """Envelope a new event, inheriting the ids bound to the current unit of work."""
+        event_id = str(uuid.uuid4())
+        return cls(
+            id=event_id,
+            type=event.TYPE,
+            version=event.VERSION,
+            occurred_at=utcnow(),
+            # An event raised outside any request or consumer starts its own transaction.
+            correlation_id=context.get_correlation_id() or event_id,
+            causation_id=context.get_causation_id(),
+            aggregate_type=event.AGGREGATE_TYPE,
+            aggregate_id=event.aggregate_id,
+            aggregate_version=aggregate_version,
+            data=json.loads(json.dumps(event.to_data())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        del doc["stream"], doc["entry_id"]
+        return {**doc, "occurred_at": self.occurred_at.isoformat()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Envelope:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UndecodableEvent(f"envelope is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise UndecodableEvent("envelope must be a JSON object")
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Envelope:
+        expected: dict[str, type | tuple[type, ...]] = {
+            "id": str,
+            "type": str,
+            "version": int,
+            "occurred_at": str,
+            "correlation_id": str,
+            "causation_id": (str, type(None)),
+            "aggregate_type": str,
+            "aggregate_id": str,
+            "aggregate_version": int,
+            "data": dict,
+        }
+        for name, kind in expected.items():
+            if name not in doc:
+                raise InvalidEvent(f"envelope field {name!r} is missing")
+            value = doc[name]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise InvalidEvent(f"envelope field {name!r} has the wrong type {type(value).__name__}")
+        try:
+            event_id = str(uuid.UUID(doc["id"]))
+        except ValueError:
+            raise InvalidEvent(f"envelope id {doc['id']!r} is not a UUID") from None
+        return cls(**{**{k: doc[k] for k in expected}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])})
+
+    def event(self) -> Event:
+        """The typed payload, upcast from an older version first. Raises EventError for
+        an unknown type, a version this code cannot read or a bad payload."""
+        cls = event_class(self.type)
+        if self.version > cls.VERSION:
+            raise UnsupportedVersion(f"{self.type} v{self.version} is newer than this code knows (v{cls.VERSION})")
+        data = upcast(self.type, self.data, from_version=self.version, to_version=cls.VERSION)
+        return cls.from_data(data)
