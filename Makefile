@@ -10,9 +10,10 @@ export PYTHONUNBUFFERED := 1
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt $(BIN)/activate
+# A development machine gets the runtime and the tools; production installs requirements.txt alone.
+$(VENV)/.installed: requirements.txt requirements-dev.txt $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,9 +42,11 @@ run: seed
 test: install services
 	scripts/run-tests
 
+## ruff (lint and format) and mypy (strict for eventing/ and core/), as CI runs them.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	scripts/services stop

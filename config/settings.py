@@ -7,7 +7,11 @@ DJANGO_READ_DOT_ENV_FILE=true.
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
+
+# Lets the code write ModelAdmin[Model] and other generics that Django's classes do not subscript by themselves.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

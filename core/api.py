@@ -26,12 +26,12 @@ class PositiveQuantityField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class CountingPaginator(Paginator):
+class CountingPaginator(Paginator):  # type: ignore[type-arg]  # pages Django and mongoengine query sets alike
     """Counts with the query set's own count(): mongoengine would otherwise load every row for len()."""
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.count()
+        return int(self.object_list.count())  # type: ignore[attr-defined]
 
 
 class Pagination(PageNumberPagination):
@@ -41,9 +41,9 @@ class Pagination(PageNumberPagination):
 
 
 def paginated_response(
-    *, queryset: Any, serializer_class: type[serializers.Serializer], request: Request, view: APIView
+    *, queryset: Any, serializer_class: type[serializers.Serializer[Any]], request: Request, view: APIView
 ) -> Response:
     """One page of ``queryset``, serialized, with count and next/previous links."""
     paginator = Pagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
+    page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)

@@ -14,7 +14,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 class DomainError(Exception):
     """Base of every error a service raises on purpose."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

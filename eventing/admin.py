@@ -33,7 +33,7 @@ FROM_DETAIL = "_from_detail"
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(admin.ModelAdmin[OutboxEvent]):
     list_display = ["id", "event_type", "event_id", "stream", "occurred_at", "published_at"]
     list_filter = ["event_type", "stream", ("published_at", admin.EmptyFieldListFilter)]
     search_fields = ["event_id"]
@@ -41,7 +41,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProcessedEvent)
-class ProcessedEventAdmin(admin.ModelAdmin):
+class ProcessedEventAdmin(admin.ModelAdmin[ProcessedEvent]):
     list_display = ["consumer", "event_id", "processed_at"]
     list_filter = ["consumer"]
     search_fields = ["event_id"]
@@ -60,10 +60,10 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class DeadLetterActionInline(ReadOnlyAdminMixin, admin.TabularInline):
+class DeadLetterActionInline(ReadOnlyAdminMixin, admin.TabularInline[DeadLetterAction, DeadLetter]):
     model = DeadLetterAction
     fields = ["at", "kind", "actor", "reason", "result"]
-    readonly_fields = fields
+    readonly_fields = ["at", "kind", "actor", "reason", "result"]
     ordering = ["at", "id"]
     extra = 0
     verbose_name = "audit entry"
@@ -82,7 +82,7 @@ class DiscardForm(forms.Form):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[DeadLetter]):
     list_display = [
         "id",
         "consumer_group",
@@ -120,7 +120,7 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("Error", {"fields": ["error_class", "error_message", "traceback_pretty"]}),
         ("Payload", {"fields": ["payload_pretty"]}),
     ]
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = [str(field) for _, options in fieldsets for field in options["fields"]]
     inlines = [DeadLetterActionInline]
     actions = ["retry_selected", "discard_selected"]
     change_form_template = "admin/eventing/deadletter/change_form.html"
@@ -220,7 +220,7 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(DeadLetterAction)
-class DeadLetterActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeadLetterActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[DeadLetterAction]):
     list_display = ["at", "kind", "actor", "dead_letter", "result", "batch"]
     list_filter = ["kind", "actor"]
     list_select_related = ["dead_letter"]
@@ -253,7 +253,7 @@ def _utc_millis(moment: datetime | None) -> str:
 
 
 @admin.register(EventLogEntry)
-class EventLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EventLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[EventLogEntry]):
     """The event log in MongoDB, browsed without a Mongo shell: a filtered, paginated list and one event's page.
 
     EventLogEntry has no table, so only these two views exist: none of the ModelAdmin's own views (which

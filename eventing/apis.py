@@ -1,3 +1,5 @@
+from typing import Any
+
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,12 +14,12 @@ from eventing.selectors import event_log_list, timeline_get
 class EventLogApi(APIView):
     """The event log, oldest first, filtered by correlation id, aggregate id or type."""
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         correlation_id = serializers.CharField(required=False, max_length=128)
         aggregate_id = serializers.CharField(required=False, max_length=128)
         type = serializers.CharField(required=False, max_length=100)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.CharField()
         type = serializers.CharField()
         version = serializers.IntegerField()
@@ -27,7 +29,7 @@ class EventLogApi(APIView):
         aggregate_type = serializers.CharField()
         aggregate_id = serializers.CharField()
         aggregate_version = serializers.IntegerField()
-        data = serializers.DictField()
+        data = serializers.DictField()  # type: ignore[assignment]  # the event payload, not Serializer.data
         stream_entry_id = serializers.CharField()
 
     def get(self, request: Request) -> Response:
@@ -43,7 +45,7 @@ class EventLogApi(APIView):
 
 
 # The timeline's nested parts live at module level: a class body cannot see its sibling nested classes.
-class TimelineDeadLetterSerializer(serializers.Serializer):
+class TimelineDeadLetterSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     group = serializers.CharField(source="consumer_group")
     event_id = serializers.CharField()
@@ -61,12 +63,12 @@ class TimelineDeadLetterSerializer(serializers.Serializer):
         return f"{dead_letter.error_class}: {dead_letter.error_message}"
 
 
-class TimelineProcessedSerializer(serializers.Serializer):
+class TimelineProcessedSerializer(serializers.Serializer[Any]):
     consumer = serializers.CharField()
     at = serializers.DateTimeField(allow_null=True)
 
 
-class TimelineEventSerializer(serializers.Serializer):
+class TimelineEventSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     type = serializers.CharField()
     version = serializers.IntegerField()
@@ -76,7 +78,7 @@ class TimelineEventSerializer(serializers.Serializer):
     aggregate_id = serializers.CharField()
     aggregate_version = serializers.IntegerField()
     causation_id = serializers.CharField(allow_null=True)
-    data = serializers.DictField()
+    data = serializers.DictField()  # type: ignore[assignment]  # the event payload, not Serializer.data
     consumers_expected = serializers.ListField(child=serializers.CharField())
     processed_by = TimelineProcessedSerializer(many=True)
     dead_letters = TimelineDeadLetterSerializer(many=True)
@@ -86,7 +88,7 @@ class TimelineApi(APIView):
     """One business transaction: its logged events in time order, which consumers applied each and which
     were expected to, its dead letters, and those of its events that never reached the log."""
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         correlation_id = serializers.CharField()
         event_count = serializers.IntegerField()
         events = TimelineEventSerializer(many=True)

@@ -3,7 +3,7 @@ the event classes, their committed versions and the declared consumers (``manage
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _upcaster_label(event_type: str, version: int) -> str:
     return f"`{step.__module__}.{step.__qualname__}`" + (f": {summary}" if summary else "")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -4,7 +4,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import Q, QuerySet
 from mongoengine.queryset import QuerySet as MongoQuerySet
@@ -35,14 +35,15 @@ def event_log_list(
         filters["type"] = event_type
     if aggregate_type:
         filters["aggregate_type"] = aggregate_type
-    ordering = ("occurred_at", "stream_ms", "stream_seq")
+    ordering: tuple[str, ...] = ("occurred_at", "stream_ms", "stream_seq")
     if newest_first:
         ordering = tuple(f"-{field}" for field in ordering)
     return EventRecord.objects(**filters).order_by(*ordering)
 
 
 def event_log_get(*, event_id: str) -> EventRecord | None:
-    return EventRecord.objects(id=event_id).first()
+    record: EventRecord | None = EventRecord.objects(id=event_id).first()
+    return record
 
 
 def event_producer(event_type: str) -> str | None:
@@ -71,7 +72,35 @@ def _uuids(values: list[str]) -> list[uuid.UUID]:
     return parsed
 
 
-def timeline_get(*, correlation_id: str) -> dict[str, Any] | None:
+class ProcessedBy(TypedDict):
+    consumer: str
+    at: datetime | None
+
+
+class TimelineEvent(TypedDict):
+    id: str
+    type: str
+    version: int
+    occurred_at: datetime
+    producer: str | None
+    aggregate_type: str
+    aggregate_id: str
+    aggregate_version: int
+    causation_id: str | None
+    data: dict[str, Any]
+    consumers_expected: list[str]
+    processed_by: list[ProcessedBy]
+    dead_letters: list[DeadLetter]
+
+
+class Timeline(TypedDict):
+    correlation_id: str
+    event_count: int
+    events: list[TimelineEvent]
+    dead_letters: list[DeadLetter]
+
+
+def timeline_get(*, correlation_id: str) -> Timeline | None:
     """Every logged event of one business transaction in time order, with who applied each and what was
     dead-lettered, plus the dead letters of that transaction whose event never reached the log.
     None when nothing at all is known about ``correlation_id``.
@@ -82,7 +111,7 @@ def timeline_get(*, correlation_id: str) -> dict[str, Any] | None:
     records = list(event_log_list(correlation_id=correlation_id))
     event_ids = [record.id for record in records]
 
-    processed: dict[str, list[dict[str, Any]]] = {event_id: [] for event_id in event_ids}
+    processed: dict[str, list[ProcessedBy]] = {event_id: [] for event_id in event_ids}
     if event_ids:
         for row in ProcessedEvent.objects.filter(event_id__in=_uuids(event_ids)).order_by("processed_at", "consumer"):
             processed[str(row.event_id)].append({"consumer": row.consumer, "at": row.processed_at})
@@ -100,34 +129,31 @@ def timeline_get(*, correlation_id: str) -> dict[str, Any] | None:
     if not records and not unlogged_dead_letters:
         return None
 
-    events = []
+    events: list[TimelineEvent] = []
     for record in records:
-        processed_by = [*processed[record.id], {"consumer": event_log_writer().name, "at": record.recorded_at}]
+        processed_by = [*processed[record.id], ProcessedBy(consumer=event_log_writer().name, at=record.recorded_at)]
         # Records logged before recorded_at existed sort last.
         processed_by.sort(key=lambda item: (item["at"] is None, item["at"] or _NEVER, item["consumer"]))
         events.append(
-            {
-                "id": record.id,
-                "type": record.type,
-                "version": record.version,
-                "occurred_at": record.occurred_at,
-                "producer": event_producer(record.type),
-                "aggregate_type": record.aggregate_type,
-                "aggregate_id": record.aggregate_id,
-                "aggregate_version": record.aggregate_version,
-                "causation_id": record.causation_id,
-                "data": record.data,
-                "consumers_expected": event_consumers_expected(record.type),
-                "processed_by": processed_by,
-                "dead_letters": dead_letters_by_event[record.id],
-            }
+            TimelineEvent(
+                id=record.id,
+                type=record.type,
+                version=record.version,
+                occurred_at=record.occurred_at,
+                producer=event_producer(record.type),
+                aggregate_type=record.aggregate_type,
+                aggregate_id=record.aggregate_id,
+                aggregate_version=record.aggregate_version,
+                causation_id=record.causation_id,
+                data=record.data,
+                consumers_expected=event_consumers_expected(record.type),
+                processed_by=processed_by,
+                dead_letters=dead_letters_by_event[record.id],
+            )
         )
-    return {
-        "correlation_id": correlation_id,
-        "event_count": len(events),
-        "events": events,
-        "dead_letters": unlogged_dead_letters,
-    }
+    return Timeline(
+        correlation_id=correlation_id, event_count=len(events), events=events, dead_letters=unlogged_dead_letters
+    )
 
 
 def dead_letter_filter(

@@ -40,7 +40,7 @@ def dead_letter_retry(*, dead_letters: Iterable[DeadLetter], actor: str) -> list
             else:
                 fields = json.loads(locked.payload)
                 target = retry_stream(locked.stream, locked.consumer_group)
-                new_id = client.xadd(target, fields)
+                new_id = str(client.xadd(target, fields))
                 locked.status = DeadLetter.Status.RETRIED
                 locked.save(update_fields=["status", "updated_at"])
                 result = ActionResult(locked, True, f"re-delivered to {locked.consumer_group} as {target} {new_id}")

@@ -20,7 +20,7 @@ class OrderListCreateApi(APIView):
             quantity = PositiveQuantityField()
 
         customer_id = serializers.CharField(max_length=64)
-        lines = LineSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+        lines = LineSerializer(many=True, allow_empty=False, max_length=MAX_LINES)  # type: ignore[call-arg]  # ListSerializer takes it
 
     class FilterSerializer(serializers.Serializer):
         customer_id = serializers.CharField(max_length=64)

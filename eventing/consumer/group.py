@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -98,9 +98,8 @@ class GroupIO:
             self.ensure_group()
             return []
         # A pending entry that was trimmed away comes back with no fields.
-        return [
-            Entry(stream, entry_id, fields or {}) for stream, entries in response or [] for entry_id, fields in entries
-        ]
+        batches = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], response or [])
+        return [Entry(stream, entry_id, fields or {}) for stream, entries in batches for entry_id, fields in entries]
 
     def ack(self, entries: list[Entry]) -> None:
         """Ack the entries and forget their failure counts, in one round trip."""
@@ -120,33 +119,39 @@ class GroupIO:
     def count_failure(self, entry: Entry) -> tuple[int, datetime]:
         """One more failed attempt of the entry: (attempts so far, when it first failed)."""
         field = _failure_field(entry.stream, entry.id)
-        previous = self.redis.hget(self.failures_key, field)
-        record = json.loads(previous) if previous else {"count": 0, "first": datetime.now(UTC).isoformat()}
+        previous = cast(str | None, self.redis.hget(self.failures_key, field))
+        record: dict[str, Any] = (
+            json.loads(previous) if previous else {"count": 0, "first": datetime.now(UTC).isoformat()}
+        )
         record["count"] += 1
         self.redis.hset(self.failures_key, field, json.dumps(record))
-        return int(record["count"]), datetime.fromisoformat(record["first"])
+        return int(record["count"]), datetime.fromisoformat(str(record["first"]))
 
     def pending_retries(self, backoff_ms: Callable[[int], float]) -> list[PendingRetry]:
         """The failed entries this consumer holds, with the time left until each is due again."""
-        failures = self.redis.hgetall(self.failures_key)
+        failures = cast(dict[str, str], self.redis.hgetall(self.failures_key))
         if not failures:
             return []
         found = []
         for stream in self.streams:
-            pending = self.redis.xpending_range(
-                stream, self.group, min="-", max="+", count=self.count, consumername=self.consumer_id
+            pending = cast(
+                list[dict[str, Any]],
+                self.redis.xpending_range(
+                    stream, self.group, min="-", max="+", count=self.count, consumername=self.consumer_id
+                ),
             )
             for item in pending:
-                record = failures.get(_failure_field(stream, item["message_id"]))
+                entry_id = str(item["message_id"])
+                record = failures.get(_failure_field(stream, entry_id))
                 if record:
-                    wait = backoff_ms(json.loads(record)["count"]) - item["time_since_delivered"]
-                    found.append(PendingRetry(stream, item["message_id"], wait))
+                    wait = backoff_ms(int(json.loads(record)["count"])) - int(item["time_since_delivered"])
+                    found.append(PendingRetry(stream, entry_id, wait))
         return found
 
     def claim(self, stream: str, ids: list[str]) -> list[Entry]:
         """Deliver these entries of ``stream`` to this consumer again."""
-        claimed = self.redis.xclaim(stream, self.group, self.consumer_id, min_idle_time=0, message_ids=ids)
-        return [Entry(stream, entry_id, fields or {}) for entry_id, fields in claimed]
+        claimed = self.redis.xclaim(stream, self.group, self.consumer_id, min_idle_time=0, message_ids=list[Any](ids))
+        return _entries(stream, claimed)
 
     def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:
         """Batches of the entries other consumers of the group left idle for longer than ``idle_ms``."""
@@ -157,7 +162,7 @@ class GroupIO:
                     stream, self.group, self.consumer_id, min_idle_time=idle_ms, start_id=cursor, count=self.count
                 )
                 if claimed:
-                    yield [Entry(stream, entry_id, fields or {}) for entry_id, fields in claimed]
+                    yield _entries(stream, claimed)
                 if cursor == "0-0":
                     break
 
@@ -195,6 +200,12 @@ class GroupIO:
             self.redis.delete(self.health_key)  # gone, rather than not ready
         except redis.RedisError:
             pass
+
+
+def _entries(stream: str, response: Any) -> list[Entry]:
+    """Entries from XCLAIM/XAUTOCLAIM's [(id, fields), ...]; an entry trimmed meanwhile has no fields."""
+    pairs = cast(list[tuple[str, dict[str, str] | None]], response)
+    return [Entry(stream, entry_id, fields or {}) for entry_id, fields in pairs]
 
 
 def _failure_field(stream: str, entry_id: str) -> str:

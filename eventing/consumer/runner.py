@@ -40,6 +40,9 @@ from eventing.transport.relay import publishing_batch
 
 logger = logging.getLogger(__name__)
 
+# What makes the loop back off and try again: a backing service that is unavailable.
+RETRY_LOOP_ERRORS: tuple[type[BaseException], ...] = (TransientFailure, *TRANSIENT_ERRORS)
+
 __all__ = ["ConsumerError", "StreamConsumer"]
 
 
@@ -299,7 +302,7 @@ class StreamConsumer:
                             return
                         stop.wait(wait)
                     self.set_ready(True)
-            except (TransientFailure, *TRANSIENT_ERRORS) as exc:
+            except RETRY_LOOP_ERRORS as exc:
                 backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
                 self.set_ready(False, f"{type(exc).__name__}: {exc}")
                 where = f" (Redis at {redact_url(settings.REDIS_URL)})" if isinstance(exc, RedisError) else ""

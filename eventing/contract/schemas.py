@@ -115,7 +115,7 @@ def example(*, schema: dict[str, Any]) -> Any:
         return {name: example(schema=sub) for name, sub in schema.get("properties", {}).items()}
     if kind == "array":
         return [example(schema=schema["items"])] if "items" in schema else []
-    return {"string": "x", "integer": 1, "boolean": True}.get(kind)
+    return {"string": "x", "integer": 1, "boolean": True}.get(str(kind))
 
 
 def validate_event(*, event: Event) -> None:

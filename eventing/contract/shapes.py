@@ -20,9 +20,13 @@ Schema = dict[str, Any]
 SUPPORTED = "use str, int, bool, list[...], dict[str, ...], a TypedDict or X | None"
 
 
-@functools.cache
-def hints(kind: Any) -> dict[str, Any]:
+def hints(kind: type) -> dict[str, Any]:
     """``typing.get_type_hints``, cached: resolving hints is slow, and every event read or published needs them."""
+    return _hints(kind)
+
+
+@functools.cache
+def _hints(kind: Any) -> dict[str, Any]:
     return typing.get_type_hints(kind)
 
 

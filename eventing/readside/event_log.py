@@ -16,7 +16,7 @@ from eventing.readside.mongo import insert_once
 logger = logging.getLogger(__name__)
 
 
-class EventRecord(Document):
+class EventRecord(Document):  # type: ignore[misc]  # mongoengine ships no types
     id = StringField(primary_key=True)
     type = StringField(required=True)
     version = IntField(required=True)

@@ -5,9 +5,10 @@ so every write here is idempotent on its own: inserts keyed by event id, and
 view updates guarded by the aggregate version.
 
 FerretDB v1's SQLite backend only hands a filter of exactly ``{"_id": …}`` to
-SQLite; any other filter makes it load and decode the whole collection. Its
-``_id`` index serves uniqueness on insert, not lookups, so even those cost a
-scan there. On MongoDB all of these are indexed.
+SQLite; any other filter makes it load and decode the whole collection. With
+scripts/patches/ferretdb-v1.24.2-id-index.patch those ``_id`` lookups use the
+unique ``_id`` index, so they cost the same however large the collection is.
+On MongoDB all of these are indexed.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class RowChange:
         return RowChange(self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"])
 
 
-_STORED = CodecOptions(tz_aware=True)
+_STORED: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
 
 
 def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +75,10 @@ def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
 
 def apply_change(row: dict[str, Any] | None, change: RowChange) -> dict[str, Any]:
     """The row after ``change``: the rule every view write follows, live or replayed."""
-    new = dict(row) if row else {"_id": change.key, "version": 0}
+    new: dict[str, Any] = dict(row) if row else {"_id": change.key, "version": 0}
     new.update(change.facts)
     for name, member in change.add_to_set.items():
-        members = list(new.get(name) or [])
+        members: list[Any] = list(new.get(name) or [])
         if member not in members:
             members.append(member)
         new[name] = members
@@ -87,7 +88,7 @@ def apply_change(row: dict[str, Any] | None, change: RowChange) -> dict[str, Any
     return new
 
 
-def upsert_if_newer(collection: Collection, change: RowChange) -> bool:
+def upsert_if_newer(collection: Collection[dict[str, Any]], change: RowChange) -> bool:
     """Apply ``change`` to its row in ``collection``. Returns True when the row changed.
 
     FerretDB v1 does not apply an update atomically (it reads, then writes, and
@@ -124,9 +125,8 @@ def _row_lock(collection: str, key: str) -> Iterator[None]:
 def insert_once(document: Document) -> bool:
     """Insert ``document`` unless its ``_id`` is already there. True when inserted.
 
-    A plain insert, not an upsert: FerretDB v1 checks the unique ``_id`` index
-    on insert, but its SQLite backend scans the whole collection for every
-    update, so the ever-growing event log must only ever be inserted into.
+    A plain insert, not an upsert: one round trip, checked by the unique ``_id``
+    index, and never the read-then-write FerretDB v1 makes of an update.
     """
     try:
         document.save(force_insert=True)

@@ -103,7 +103,7 @@ _cache: dict[str, tuple[float, dict[str, str]]] = {}
 
 
 def base_name(document: type[Document]) -> str:
-    return document._meta["collection"]
+    return str(document._meta["collection"])
 
 
 def aliases(*, fresh: bool = False) -> dict[str, str]:
@@ -112,14 +112,15 @@ def aliases(*, fresh: bool = False) -> dict[str, str]:
     read_at, known = _cache.get(db.name, (0.0, {}))
     if fresh or time.monotonic() - read_at > ALIAS_TTL_SECONDS:
         doc = db[ALIASES_COLLECTION].find_one({"_id": ALIASES_ID}) or {}
-        known = doc.get("aliases", {})
+        known = dict(doc.get("aliases", {}))
         _cache[db.name] = (time.monotonic(), known)
     return known
 
 
-def active_collection(document: type[Document]) -> Collection:
+def active_collection(document: type[Document]) -> Collection[dict[str, Any]]:
     name = base_name(document)
-    return get_db()[aliases().get(name, name)]
+    collection: Collection[dict[str, Any]] = get_db()[aliases().get(name, name)]
+    return collection
 
 
 def view_objects(document: type[Document]) -> QuerySet:

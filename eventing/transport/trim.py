@@ -28,11 +28,11 @@ def safe_min_id(client: redis.Redis, stream: str) -> str | None:
         return None  # no such stream
     if not groups:
         return None
-    bounds = []
+    bounds: list[str] = []
     for group in groups:
         pending = client.xpending(stream, group["name"])
         if pending["pending"]:
-            bounds.append(pending["min"])
+            bounds.append(str(pending["min"]))
         else:
             ms, seq = _id_key(group["last-delivered-id"])
             bounds.append(f"{ms}-{seq + 1}")

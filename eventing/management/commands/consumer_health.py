@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         pattern = health_pattern(stream=stream, group=options["name"])
         try:
             client = get_redis()
-            raw = {key: client.get(key) for key in sorted(client.scan_iter(pattern))}
+            raw = {str(key): cast(str | None, client.get(key)) for key in sorted(client.scan_iter(pattern))}
         except redis.RedisError as exc:
             raise CommandError(f"not ready: cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from None
         records = {key: HealthRecord.from_json(value) for key, value in raw.items() if value}

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
@@ -32,7 +32,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
-        bar = tqdm(unit="event", unit_scale=True, disable=options["no_progress"], file=self.stderr._out)
+        # The progress bar writes to the command's own stderr stream (its wrapper is not a file).
+        stderr = cast(TextIO, self.stderr._out)
+        bar: tqdm[Any] = tqdm(unit="event", unit_scale=True, disable=options["no_progress"], file=stderr)
 
         def progress(done: int, total: int) -> None:
             bar.total = total
