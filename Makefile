@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test install services services-stop services-status migrate seed lint clean
+.PHONY: run run-dev test install services services-stop services-status migrate seed static lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,20 @@ migrate: install services
 seed: migrate
 	$(PY) manage.py seed_demo
 
-## Web server, outbox relay and every consumer in the foreground; Ctrl-C stops them all.
-run: seed
+## The admin's and the browsable API's static files, into STATIC_ROOT (build/static) for gunicorn to serve.
+static: install
+	$(PY) manage.py collectstatic --noinput
+
+## Web server (gunicorn), outbox relay and every consumer in the foreground; Ctrl-C stops them all.
+run: seed static
 	@echo "API on http://127.0.0.1:$${PORT:-8000}/api/ (admin: /admin/). Ctrl-C stops everything."
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $${PORT:-8000}
+
+## The same with Django's development server in place of gunicorn (the Procfile's WEB_COMMAND).
+run-dev: seed
+	@echo "API on http://127.0.0.1:$${PORT:-8000}/api/ (runserver). Ctrl-C stops everything."
+	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_COMMAND="python manage.py runserver --noreload 127.0.0.1:$${PORT:-8000}" \
+		$(BIN)/honcho start --port $${PORT:-8000}
 
 ## The whole suite against the real Redis and FerretDB that `services` starts.
 test: install services

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "eventing.middleware.CorrelationIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web server itself, before the session and auth work they do not need.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -82,11 +84,24 @@ TEMPLATES = [
 ]
 
 STATIC_URL = "static/"
+# `manage.py collectstatic` fills it (`make run` does); WhiteNoise serves it.
 STATIC_ROOT = BASE_DIR / "build" / "static"
+if not DEBUG:
+    # Hashed, compressed copies cached for good by browsers. Only in production: the manifest
+    # needs collectstatic first, which the tests and development do not run (with DEBUG,
+    # WhiteNoise serves the apps' files directly).
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
 
 # DATABASES
 # ------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Keep connections open across requests and consumer batches: reconnecting (and, on SQLite,
+# re-running the PRAGMAs) per batch cost more than the batch. Each is checked before reuse.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
@@ -145,6 +160,21 @@ EVENTING_TRIM_INTERVAL_SECONDS = env.float("EVENTING_TRIM_INTERVAL_SECONDS", def
 # After a Redis restart, events published up to this long before the last
 # entry that survived are published again (covers clock skew between hosts).
 EVENTING_REPUBLISH_MARGIN_SECONDS = env.float("EVENTING_REPUBLISH_MARGIN_SECONDS", default=2.0)
+# How long a published outbox row is kept. After a Redis restart the relay
+# re-sends the rows published since the last entry that survived, so this is how
+# far back a Redis may come back from (its AOF loses a second; a restored backup
+# hours). A day covers a backup taken daily and leaves the admin a day of outbox.
+EVENTING_OUTBOX_RETENTION_SECONDS = env.int("EVENTING_OUTBOX_RETENTION_SECONDS", default=86_400)
+# How long an inbox row (this consumer applied that event) is kept: as long as a
+# copy of the event may still arrive — re-published from the outbox (above), a
+# duplicate read late by a group that was stopped, reclaimed, or a dead letter
+# retried from the admin. A week: the outbox day plus a long weekend of a stopped
+# consumer. A system check refuses less than the outbox retention plus the
+# prune interval, EVENTING_CLAIM_IDLE_MS and the republish margin.
+EVENTING_INBOX_RETENTION_SECONDS = env.int("EVENTING_INBOX_RETENTION_SECONDS", default=604_800)
+# How often the relay deletes expired outbox and inbox rows: each pass then has a
+# minute of traffic to delete, a few short DELETEs.
+EVENTING_PRUNE_INTERVAL_SECONDS = env.float("EVENTING_PRUNE_INTERVAL_SECONDS", default=60.0)
 # Socket timeout for Redis calls made right after a commit: a request must not
 # hang on a dead Redis, the relay publishes the rows later.
 EVENTING_PUBLISH_TIMEOUT_SECONDS = env.float("EVENTING_PUBLISH_TIMEOUT_SECONDS", default=0.5)

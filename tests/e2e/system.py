@@ -1,7 +1,8 @@
-"""The whole system as separate processes: web server, relay and consumers,
-each a real `manage.py` process against real Redis and FerretDB, with a
-database (SQLite, or PostgreSQL when E2E_DATABASE=postgres), stream and Mongo
-database of its own. Also real Redis and FerretDB servers a test can kill."""
+"""The whole system as separate processes: web server (gunicorn, as in
+production), relay and consumers, each a real process against real Redis and
+FerretDB, with a database (SQLite, or PostgreSQL when E2E_DATABASE=postgres),
+stream and Mongo database of its own. Also real Redis and FerretDB servers a
+test can kill."""
 
 from __future__ import annotations
 
@@ -161,6 +162,7 @@ class System:
             "DJANGO_SUPERUSER_USERNAME": "e2e-staff",
             "DJANGO_SUPERUSER_PASSWORD": self.password,
             "DJANGO_SUPERUSER_EMAIL": "e2e@example.com",
+            "WEB_CONCURRENCY": "2",  # gunicorn workers: parallel requests, without a pool per core per system
             **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -191,16 +193,21 @@ class System:
         )
 
     def spawn(self, name: str, *args: str) -> None:
-        self.commands[name] = list(args)
+        """Run ``manage.py <args>`` as process ``name``."""
+        self.spawn_command(name, [sys.executable, str(ROOT / "manage.py"), *args])
+
+    def spawn_command(self, name: str, command: list[str]) -> None:
+        """Run ``command`` as process ``name``, logging to ``<workdir>/<name>.log``."""
+        self.commands[name] = command
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT, stdout=log, stderr=log
-        )
+        self.procs[name] = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=log)
 
     def start(self) -> None:
         self.manage("migrate", "--noinput", "-v0")
         self.manage("createsuperuser", "--noinput")
-        self.spawn("web", "runserver", "--noreload", f"127.0.0.1:{self.port}")
+        # The Procfile's web process, on this system's port.
+        gunicorn = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py")]
+        self.spawn_command("web", [*gunicorn, "--bind", f"127.0.0.1:{self.port}"])
         self.spawn("relay", "relay_outbox")
         for name, count in self.consumers.items():
             for i in range(count):
@@ -214,7 +221,7 @@ class System:
         return proc
 
     def restart(self, proc: str) -> None:
-        self.spawn(proc, *self.commands[proc])
+        self.spawn_command(proc, self.commands[proc])
 
     def kill(self, proc: str, sig: int = signal.SIGKILL, timeout: float = 60) -> int:
         self.procs[proc].send_signal(sig)
