@@ -13,10 +13,18 @@ class EventingConfig(AppConfig):
 
         from django.conf import settings
 
-        from eventing.readside import event_log, mongo  # noqa: F401 - event_log registers the log-writing handler
+        # The log-writing handler and the log's indexes, run by the PROJECTIONS consumer.
+        from eventing.readside import event_index, event_log, mongo  # noqa: F401
 
         # What each app publishes, consumes, projects and can recompute.
         autodiscover_modules("events", "handlers", "read_models", "rebuild")
         for module in settings.EVENTING_EXTRA_HANDLER_MODULES:
             importlib.import_module(module)
         mongo.connect()
+
+        from django.core import checks
+
+        from eventing.transport.retention import check_retention
+
+        # Retention windows that would let a redelivered event be applied twice stop manage.py at start.
+        checks.register(check_retention, "eventing")

@@ -19,6 +19,12 @@ class OutboxEvent(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["id"], name="outbox_unpublished", condition=models.Q(published_at__isnull=True)),
+            # Pruning deletes the oldest published rows first (eventing.transport.retention); republish_lost
+            # reads the rows published since a point in time. Published rows only: an unpublished row costs
+            # its INSERT no entry here, and both queries compare published_at, which implies it is set.
+            models.Index(
+                fields=["published_at"], name="outbox_published_at", condition=models.Q(published_at__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -35,6 +41,12 @@ class ProcessedEvent(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["consumer", "event_id"], name="inbox_once_per_consumer")]
+        indexes = [
+            # Pruning deletes the oldest rows first (eventing.transport.retention).
+            models.Index(fields=["processed_at"], name="inbox_processed_at"),
+            # A timeline asks who applied its events, by event id alone: the unique key leads with the consumer.
+            models.Index(fields=["event_id"], name="inbox_event_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.consumer} {self.event_id}"
