@@ -1,9 +1,10 @@
 """The consumer's only database work: applying deliveries with the inbox, and recording dead letters.
 
-Relational handlers of a chunk run in one transaction, each event in a
-savepoint together with its inbox row (``ProcessedEvent``), so one commit covers
-the chunk, a failing event rolls back alone, and a redelivered event is
-recognised by its inbox row. Idempotent (MongoDB) handlers run outside it.
+Relational handlers of a chunk run in one transaction together with the chunk's
+inbox rows (``ProcessedEvent``), so one commit covers the chunk and a redelivered
+event is recognised by its inbox row; when an event fails, the chunk is redone
+event by event in savepoints so it rolls back alone. Idempotent (MongoDB)
+handlers run outside the transaction.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import traceback as tb
+import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
 from django.db import transaction
+from django.utils import timezone
 
 from eventing.consumer.decoding import Delivery, Entry
 from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Kind, TransientFailure, classify
 from eventing.contract import context
-from eventing.contract.consumers import Handler
+from eventing.contract.consumers import BatchHandlerFunc, Handler, HandlerFunc
 from eventing.contract.envelope import Envelope
 from eventing.models import DeadLetter, ProcessedEvent
 
@@ -39,59 +43,133 @@ class HandlerFailure:
 
 def apply_transactional(chunk: list[Delivery], *, consumer: str) -> tuple[set[str], list[HandlerFailure]]:
     """Apply the relational handlers of a chunk in one transaction. Returns (entry ids done, failures);
-    raises TransientFailure when a backing service fails, which rolls the whole chunk back."""
+    raises TransientFailure when a backing service fails, which rolls the whole chunk back.
+
+    One transaction for the chunk: one statement inserts the chunk's inbox rows and says which were new
+    (``INSERT … ON CONFLICT DO NOTHING RETURNING``), the handlers of the new ones run, one commit; no
+    savepoints. A concurrent consumer inserting the same row first makes this one wait for its commit
+    and then skip the event. When a handler fails, the transaction rolls back, the failing event is set
+    aside with its failure, and the rest of the chunk is applied again the same way."""
     done = {d.entry.id for d in chunk if not d.transactional}
     todo = [d for d in chunk if d.transactional]
     failures: list[HandlerFailure] = []
-    if not todo:
-        return done, failures
-    with transaction.atomic():
-        applied = {
-            str(event_id)
-            for event_id in ProcessedEvent.objects.filter(
-                consumer=consumer, event_id__in=[d.envelope.id for d in todo]
-            ).values_list("event_id", flat=True)
-        }
-        for delivery in todo:
-            envelope = delivery.envelope
-            with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
-                if envelope.id in applied:
-                    logger.info(
-                        "%s: %s %s already applied; skipping the duplicate", consumer, envelope.type, envelope.id
-                    )
-                    done.add(delivery.entry.id)
-                    continue
-                current: Handler | None = None
-                try:
-                    with transaction.atomic():
-                        ProcessedEvent.objects.create(consumer=consumer, event_id=envelope.id)
-                        for handler in delivery.handlers:
-                            if not handler.idempotent:
-                                current = handler
-                                handler.func(delivery.event, envelope)
-                except TRANSIENT_ERRORS as exc:
-                    raise TransientFailure(str(exc)) from exc
-                except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
-                    failures.append(HandlerFailure(delivery, current, exc, tb.format_exc()))
-                    continue
-                applied.add(envelope.id)
-                done.add(delivery.entry.id)
+    while todo:
+        failed = _apply_chunk(todo, consumer=consumer)
+        if failed is None:
+            done |= {d.entry.id for d in todo}
+            break
+        failures.append(failed)
+        todo = [d for d in todo if d is not failed.delivery]
     return done, failures
 
 
-def apply_idempotent(delivery: Delivery) -> HandlerFailure | None:
-    """Run the delivery's idempotent handlers; the first failure, or None."""
+class _HandlerFailed(Exception):
+    """Rolls the chunk's transaction back; carries the failure to set aside."""
+
+    def __init__(self, failure: HandlerFailure) -> None:
+        super().__init__(str(failure.error))
+        self.failure = failure
+
+
+def _apply_chunk(todo: list[Delivery], *, consumer: str) -> HandlerFailure | None:
+    """One transaction for the whole chunk; the first handler failure, or None when all committed."""
+    try:
+        with transaction.atomic():
+            new = _inbox_insert(todo, consumer=consumer)
+            # The first delivery of a new event is applied; any other (a duplicate entry) is skipped.
+            firsts = {d.envelope.id: d for d in reversed(todo)}
+            fresh = [d for d in todo if d.envelope.id in new and firsts[d.envelope.id] is d]
+            for delivery in fresh:
+                _run_handlers(delivery)
+    except _HandlerFailed as failed:
+        return failed.failure
+    except TRANSIENT_ERRORS as exc:
+        raise TransientFailure(str(exc)) from exc
+    _log_duplicates([d for d in todo if d not in fresh], consumer=consumer)
+    return None
+
+
+def _run_handlers(delivery: Delivery) -> None:
     envelope = delivery.envelope
     with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
         for handler in delivery.handlers:
-            if not handler.idempotent:
+            if handler.idempotent:
                 continue
             try:
-                handler.func(delivery.event, envelope)
+                cast(HandlerFunc, handler.func)(delivery.event, envelope)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
+                raise _HandlerFailed(HandlerFailure(delivery, handler, exc, tb.format_exc())) from exc
+
+
+def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
+    """Insert the deliveries' inbox rows, skipping those already there; the event ids that were new.
+    One statement on SQLite (3.35+) and PostgreSQL alike."""
+    connection = transaction.get_connection()
+    table = connection.ops.quote_name(ProcessedEvent._meta.db_table)
+    id_field = ProcessedEvent._meta.get_field("event_id")
+    at_field = ProcessedEvent._meta.get_field("processed_at")
+    now = at_field.get_db_prep_value(timezone.now(), connection)
+    ids = list(dict.fromkeys(d.envelope.id for d in deliveries))
+    values = ", ".join(["(%s, %s, %s)"] * len(ids))
+    params: list[Any] = []
+    for event_id in ids:
+        params += [consumer, id_field.get_db_prep_value(uuid.UUID(event_id), connection), now]
+    sql = (
+        f"INSERT INTO {table} (consumer, event_id, processed_at) VALUES {values} "  # noqa: S608 - names quoted, values bound
+        "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+
+def _log_duplicates(deliveries: list[Delivery], *, consumer: str) -> None:
+    for delivery in deliveries:
+        envelope = delivery.envelope
+        with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
+            logger.info("%s: %s %s already applied; skipping the duplicate", consumer, envelope.type, envelope.id)
+
+
+def apply_idempotent(deliveries: list[Delivery]) -> list[HandlerFailure]:
+    """Run the deliveries' idempotent handlers, handler by handler in registration order: a batch
+    handler once for all its deliveries, any other once per delivery. A failing batch is redone
+    delivery by delivery, so only the events that fail are reported (a delivery's later handlers are
+    skipped once it failed)."""
+    failed: dict[str, HandlerFailure] = {}
+    handlers: list[Handler] = []
+    for delivery in deliveries:
+        handlers += [h for h in delivery.handlers if h.idempotent and h not in handlers]
+    for handler in handlers:
+        targets = [d for d in deliveries if handler in d.handlers and d.entry.id not in failed]
+        if handler.batch and len(targets) > 1:
+            try:
+                cast(BatchHandlerFunc, handler.func)([(d.event, d.envelope) for d in targets])
+                continue
             except TRANSIENT_ERRORS as exc:
                 raise TransientFailure(str(exc)) from exc
-            except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
-                return HandlerFailure(delivery, handler, exc, tb.format_exc())
+            except Exception:  # noqa: BLE001 - redone one by one below, where the failure is pinned to its event
+                logger.warning("%s failed on a batch of %d; applying its events one by one", handler.name, len(targets))
+        for delivery in targets:
+            failure = _run_idempotent(handler, delivery)
+            if failure is not None:
+                failed[delivery.entry.id] = failure
+    return list(failed.values())
+
+
+def _run_idempotent(handler: Handler, delivery: Delivery) -> HandlerFailure | None:
+    envelope = delivery.envelope
+    with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
+        try:
+            if handler.batch:
+                cast(BatchHandlerFunc, handler.func)([(delivery.event, envelope)])
+            else:
+                cast(HandlerFunc, handler.func)(delivery.event, envelope)
+        except TRANSIENT_ERRORS as exc:
+            raise TransientFailure(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
+            return HandlerFailure(delivery, handler, exc, tb.format_exc())
     return None
 
 

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from eventing.consumer.policy import Failure
 from eventing.contract.consumers import Handler, handlers_for
-from eventing.contract.envelope import Envelope
+from eventing.contract.envelope import Envelope, utcnow
 from eventing.contract.errors import EventError, OversizeEvent, UndecodableEvent
 from eventing.contract.events import Event, event_class
 
@@ -52,11 +52,12 @@ def decode(entry: Entry, *, consumer: str) -> Delivery | Rejection:
         size = len(entry.fields["data"].encode())
         if size > settings.EVENTING_MAX_PAYLOAD_BYTES:
             raise OversizeEvent(f"payload of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit")
-        envelope = Envelope.from_json(entry.fields["data"])
+        envelope = Envelope.from_json(
+            entry.fields["data"], stream=entry.stream, entry_id=entry.id, received_at=utcnow()
+        )
         event_class(envelope.type)  # an unknown type is refused by every consumer
         handlers = handlers_for(consumer, envelope.type)
         event = envelope.event() if handlers else None
     except EventError as exc:
         return Rejection(entry, Failure.first_and_final(reason=exc.reason, error=exc, message=str(exc)), envelope)
-    envelope = dataclasses.replace(envelope, stream=entry.stream, entry_id=entry.id)
     return Delivery(entry=entry, envelope=envelope, event=event, handlers=handlers)

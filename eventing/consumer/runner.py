@@ -89,6 +89,9 @@ class StreamConsumer:
         self.ready = False
         self._next_claim = 0.0
         self._next_health = 0.0
+        # Whether this consumer may hold failed entries waiting for a retry: only then is the
+        # failure record read, so a healthy batch costs Redis two round trips (read, ack).
+        self._may_hold_failures = True
 
     def ensure_group(self) -> None:
         self.io.ensure_group()
@@ -102,25 +105,16 @@ class StreamConsumer:
         """Handle a batch and ack what was applied or dead-lettered. Returns how many were acked
         (with ``ack=False``: how many would have been).
 
-        The batch is applied in chunks of EVENTING_COMMIT_EVERY entries. In each,
-        relational effects commit first (one transaction for the chunk), then
-        the events they emitted are published, then idempotent (Mongo) handlers
-        run, and only then are the entries acked. On a transient failure what
-        already succeeded is acked, the rest stays pending, and
-        TransientFailure propagates.
+        Relational effects commit in chunks of EVENTING_COMMIT_EVERY entries (one transaction
+        each), and the events a chunk emitted are published right after its commit. Then the
+        idempotent (Mongo) handlers run once for the whole batch, so a projection reads and writes
+        each row once per batch. Only then are the entries acked, in one round trip. On a transient
+        failure nothing more is acked: what was committed is recognised by the inbox when the
+        entries come again, and TransientFailure propagates.
         """
         close_old_connections()
         work: list[Delivery] = []
         finished: list[Entry] = []
-        done: set[tuple[str, str]] = set()
-
-        def settle() -> None:
-            nonlocal finished
-            done.update((e.stream, e.id) for e in finished)
-            self.io.ack(finished if ack else [])
-            self.processed += len(finished)
-            finished = []
-
         try:
             for entry in entries:
                 decoded = decode(entry, consumer=self.name)
@@ -129,30 +123,31 @@ class StreamConsumer:
                     finished.append(entry)
                 else:
                     work.append(decoded)
+            committed: list[Delivery] = []
+            failures: list[HandlerFailure] = []
             for start in range(0, len(work), self.commit_every):
                 chunk = work[start : start + self.commit_every]
                 with publishing_batch():
-                    applied, failures = apply_transactional(chunk, consumer=self.name)
-                for delivery in chunk:
-                    if delivery.entry.id not in applied:
-                        continue
-                    failure = apply_idempotent(delivery)
-                    if failure is None:
-                        finished.append(delivery.entry)
-                    else:
-                        failures.append(failure)
-                for failure in failures:
-                    if self._fail(failure) is Next.DEAD_LETTER:
-                        finished.append(failure.delivery.entry)
-                settle()
+                    applied, chunk_failures = apply_transactional(chunk, consumer=self.name)
+                committed += [d for d in chunk if d.entry.id in applied]
+                failures += chunk_failures
+            failures += apply_idempotent(committed)
+            failed = {f.delivery.entry.id for f in failures}
+            finished += [d.entry for d in committed if d.entry.id not in failed]
+            for failure in failures:
+                if self._fail(failure) is Next.DEAD_LETTER:
+                    finished.append(failure.delivery.entry)
         finally:
-            settle()
+            self.io.ack(finished if ack else [])
+            self.processed += len(finished)
+            done = {(e.stream, e.id) for e in finished}
             self.unfinished = [e for e in entries if (e.stream, e.id) not in done]
         return len(done)
 
     def _fail(self, failure: HandlerFailure) -> Next:
         """Count a handler's failure and dead-letter the event when the policy says so."""
         delivery, kind = failure.delivery, failure.kind
+        self._may_hold_failures = True
         attempts, first_failed_at = self.io.count_failure(delivery.entry)
         envelope = delivery.envelope
         with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
@@ -197,7 +192,11 @@ class StreamConsumer:
         """Re-deliver to itself the failed entries whose backoff has passed."""
         handled = 0
         due: dict[str, list[str]] = {}
-        for retry in self.io.pending_retries(self.policy.backoff_ms):
+        if not self._may_hold_failures:
+            return 0
+        retries = self.io.pending_retries(self.policy.backoff_ms)
+        self._may_hold_failures = bool(retries)
+        for retry in retries:
             if retry.wait_ms <= 0:
                 due.setdefault(retry.stream, []).append(retry.id)
         for stream, ids in due.items():
@@ -214,6 +213,7 @@ class StreamConsumer:
         long (it died), then forget consumers that hold nothing any more."""
         handled = 0
         for claimed in self.io.claim_idle(self.claim_idle_ms):
+            self._may_hold_failures = True  # a dead consumer's failed entries come with their counts
             logger.warning(
                 "%s: claimed %d entr(y/ies) idle for over %d ms", self.name, len(claimed), self.claim_idle_ms
             )

@@ -33,6 +33,7 @@ from eventing.contract.events import Event
 ALL_EVENTS = "*"
 
 HandlerFunc = Callable[[Any, Envelope], None]
+BatchHandlerFunc = Callable[[list[tuple[Any, Envelope]]], None]
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,15 @@ class Consumer:
 class Handler:
     consumer: str
     event_type: str
-    func: HandlerFunc
+    func: HandlerFunc | BatchHandlerFunc
     idempotent: bool
     # Errors that mean the event can never be applied: dead-lettered at once.
     permanent: tuple[type[BaseException], ...] = ()
     # Shown on dead letters and in logs; the function's dotted path unless given.
     label: str = ""
+    # A batch handler (idempotent only) takes every event of a chunk at once, as a list of
+    # (event, envelope): func(items). A failing batch is redone event by event to find the culprit.
+    batch: bool = False
 
     @property
     def name(self) -> str:
@@ -106,6 +110,8 @@ def event_log_writer() -> Consumer:
 def register_handler(handler: Handler) -> Handler:
     """Add one handler; the consumer must be declared, and a handler is registered once per type."""
     consumer(handler.consumer)
+    if handler.batch and not handler.idempotent:
+        raise DeclarationError(f"{handler.name}: a batch handler must be idempotent (it runs outside the inbox)")
     registered = _HANDLERS.setdefault(handler.consumer, [])
     if any(h.event_type == handler.event_type and h.name == handler.name for h in registered):
         raise DeclarationError(f"{handler.name} is registered twice for {handler.consumer}/{handler.event_type}")

@@ -42,9 +42,10 @@ class Envelope:
     aggregate_id: str
     aggregate_version: int
     data: dict[str, Any]
-    # Where a consumer received it; not part of the wire format.
+    # Where and when a consumer received it (for a logged event: when it was logged); not part of the wire format.
     stream: str | None = dataclasses.field(default=None, compare=False)
     entry_id: str | None = dataclasses.field(default=None, compare=False)
+    received_at: datetime | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def wrap(cls, event: Event, *, aggregate_version: int) -> Envelope:
@@ -66,24 +67,26 @@ class Envelope:
 
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
-        del doc["stream"], doc["entry_id"]
+        del doc["stream"], doc["entry_id"], doc["received_at"]
         return {**doc, "occurred_at": self.occurred_at.isoformat()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> Envelope:
+    def from_json(cls, raw: str | bytes, **received: Any) -> Envelope:
+        """The envelope of a stream entry's ``data``; ``received`` sets where and when it was received
+        (``stream``, ``entry_id``, ``received_at``)."""
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise UndecodableEvent(f"envelope is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise UndecodableEvent("envelope must be a JSON object")
-        return cls.from_dict(doc)
+        return cls.from_dict(doc, **received)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> Envelope:
+    def from_dict(cls, doc: dict[str, Any], **received: Any) -> Envelope:
         expected: dict[str, type | tuple[type, ...]] = {
             "id": str,
             "type": str,
@@ -106,7 +109,8 @@ class Envelope:
             event_id = str(uuid.UUID(doc["id"]))
         except ValueError:
             raise InvalidEvent(f"envelope id {doc['id']!r} is not a UUID") from None
-        return cls(**{**{k: doc[k] for k in expected}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])})
+        fields = {**{k: doc[k] for k in expected}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])}
+        return cls(**fields, **received)
 
     def event(self) -> Event:
         """The typed payload, upcast from an older version first. Raises EventError for

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from eventing.contract.errors import DeclarationError, InvalidEvent, UnknownEventType, UnsupportedVersion
 from eventing.contract.shapes import hints, shape_of
@@ -46,7 +47,7 @@ class Event:
         declared type. ``strict`` (the producer's side) also refuses undeclared keys."""
         if not isinstance(data, dict):
             return [f"data must be an object, got {type(data).__name__}"]
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = field_names(cls)
         missing = sorted(n for n in names if n not in data)
         if missing:
             return [f"missing field(s) {', '.join(missing)}"]
@@ -64,12 +65,22 @@ class Event:
         errors = cls.data_errors(data)
         if errors:
             raise InvalidEvent(f"{cls.TYPE}: {'; '.join(errors[:5])}")
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = field_names(cls)
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @property
     def aggregate_id(self) -> str:
         return str(getattr(self, self.AGGREGATE_ID_FIELD))
+
+
+def field_names(cls: type[Event]) -> frozenset[str]:
+    """The data fields of an event class (cached: every event read needs them)."""
+    return _field_names(cast(Any, cls))
+
+
+@functools.cache
+def _field_names(cls: Any) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 _EVENT_TYPES: dict[str, type[Event]] = {}
