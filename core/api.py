@@ -31,6 +31,8 @@ class CountingPaginator(Paginator):  # type: ignore[type-arg]  # pages Django an
 
     @cached_property
     def count(self) -> int:
+        if isinstance(self.object_list, list | tuple):
+            return len(self.object_list)
         return int(self.object_list.count())  # type: ignore[attr-defined]
 
 

@@ -12,12 +12,20 @@ from eventing.selectors import event_log_list, timeline_get
 
 
 class EventLogApi(APIView):
-    """The event log, oldest first, filtered by correlation id, aggregate id or type."""
+    """One business transaction's or one aggregate's logged events, oldest first, optionally of one type."""
 
     class FilterSerializer(serializers.Serializer[Any]):
         correlation_id = serializers.CharField(required=False, max_length=128)
         aggregate_id = serializers.CharField(required=False, max_length=128)
         type = serializers.CharField(required=False, max_length=100)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            # Each is the key of an index of the log; the whole log is never filtered.
+            if not attrs.get("correlation_id") and not attrs.get("aggregate_id"):
+                raise serializers.ValidationError(
+                    {"correlation_id": ["Give correlation_id or aggregate_id (type narrows either)."]}
+                )
+            return attrs
 
     class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.CharField()

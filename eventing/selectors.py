@@ -7,15 +7,36 @@ from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from django.db.models import Q, QuerySet
-from mongoengine.queryset import QuerySet as MongoQuerySet
 
 from eventing.contract.consumers import consumers_of, event_log_writer
 from eventing.contract.errors import EventError
 from eventing.contract.events import event_class
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
-from eventing.readside.event_log import EventRecord
+from eventing.readside.event_index import EventsByAggregate, EventsByCorrelation, sorted_records
+from eventing.readside.event_log import collection as event_log_collection
+from eventing.readside.projections import view_objects
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+LoggedEvent = dict[str, Any]  # an event log record, its id also under "id"
+
+
+def _logged(record: dict[str, Any]) -> LoggedEvent:
+    return {
+        **record,
+        "id": record["_id"],
+        "occurred_at": _aware(record["occurred_at"]),
+        "recorded_at": _aware(record.get("recorded_at")),
+    }
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+class LogQueryError(ValueError):
+    """A listing of the log that no index serves."""
 
 
 def event_log_list(
@@ -25,25 +46,36 @@ def event_log_list(
     event_type: str | None = None,
     aggregate_type: str | None = None,
     newest_first: bool = False,
-) -> MongoQuerySet:
-    filters: dict[str, Any] = {}
+) -> list[LoggedEvent]:
+    """One business transaction's or one aggregate's logged events, in log order: one lookup of the
+    log's index by ``_id``, the other filters applied to what it holds. The whole log is never filtered
+    (FerretDB would scan it): without a correlation id or an aggregate id this raises LogQueryError."""
     if correlation_id:
-        filters["correlation_id"] = correlation_id
-    if aggregate_id:
-        filters["aggregate_id"] = aggregate_id
-    if event_type:
-        filters["type"] = event_type
-    if aggregate_type:
-        filters["aggregate_type"] = aggregate_type
-    ordering: tuple[str, ...] = ("occurred_at", "stream_ms", "stream_seq")
-    if newest_first:
-        ordering = tuple(f"-{field}" for field in ordering)
-    return EventRecord.objects(**filters).order_by(*ordering)
+        records = sorted_records(view_objects(EventsByCorrelation)(pk=correlation_id).first())
+    elif aggregate_id:
+        records = sorted_records(view_objects(EventsByAggregate)(pk=aggregate_id).first())
+    else:
+        raise LogQueryError("name a correlation id or an aggregate id: the log is listed by one of them")
+    wanted = {
+        "aggregate_id": aggregate_id,
+        "type": event_type,
+        "aggregate_type": aggregate_type,
+    }
+    events = [_logged(r) for r in records if all(not value or r.get(name) == value for name, value in wanted.items())]
+    return events[::-1] if newest_first else events
 
 
-def event_log_get(*, event_id: str) -> EventRecord | None:
-    record: EventRecord | None = EventRecord.objects(id=event_id).first()
-    return record
+def event_log_page(*, page: int, page_size: int) -> tuple[list[LoggedEvent], bool]:
+    """One page of the whole log in the order it was logged (oldest first), and whether another page
+    follows. Never counted: FerretDB counts by scanning, while a page is read straight off the log."""
+    start = (page - 1) * page_size
+    records = list(event_log_collection().find({}).skip(start).limit(page_size + 1))
+    return [_logged(r) for r in records[:page_size]], len(records) > page_size
+
+
+def event_log_get(*, event_id: str) -> LoggedEvent | None:
+    record = event_log_collection().find_one({"_id": event_id})
+    return _logged(record) if record is not None else None
 
 
 def event_producer(event_type: str) -> str | None:
@@ -105,11 +137,12 @@ def timeline_get(*, correlation_id: str) -> Timeline | None:
     dead-lettered, plus the dead letters of that transaction whose event never reached the log.
     None when nothing at all is known about ``correlation_id``.
 
-    Three queries whatever the number of events: the log, the inbox, the dead letters. The timeline is as
+    Three queries whatever the number of events: the transaction's log index (by ``_id``), the inbox, the
+    dead letters. The timeline is as
     complete as the event log: an event the projections consumer has not logged yet is not in it.
     """
-    records = list(event_log_list(correlation_id=correlation_id))
-    event_ids = [record.id for record in records]
+    records = event_log_list(correlation_id=correlation_id)
+    event_ids = [record["id"] for record in records]
 
     processed: dict[str, list[ProcessedBy]] = {event_id: [] for event_id in event_ids}
     if event_ids:
@@ -131,24 +164,27 @@ def timeline_get(*, correlation_id: str) -> Timeline | None:
 
     events: list[TimelineEvent] = []
     for record in records:
-        processed_by = [*processed[record.id], ProcessedBy(consumer=event_log_writer().name, at=record.recorded_at)]
+        processed_by = [
+            *processed[record["id"]],
+            ProcessedBy(consumer=event_log_writer().name, at=record["recorded_at"]),
+        ]
         # Records logged before recorded_at existed sort last.
         processed_by.sort(key=lambda item: (item["at"] is None, item["at"] or _NEVER, item["consumer"]))
         events.append(
             TimelineEvent(
-                id=record.id,
-                type=record.type,
-                version=record.version,
-                occurred_at=record.occurred_at,
-                producer=event_producer(record.type),
-                aggregate_type=record.aggregate_type,
-                aggregate_id=record.aggregate_id,
-                aggregate_version=record.aggregate_version,
-                causation_id=record.causation_id,
-                data=record.data,
-                consumers_expected=event_consumers_expected(record.type),
+                id=record["id"],
+                type=record["type"],
+                version=record["version"],
+                occurred_at=record["occurred_at"],
+                producer=event_producer(record["type"]),
+                aggregate_type=record["aggregate_type"],
+                aggregate_id=record["aggregate_id"],
+                aggregate_version=record["aggregate_version"],
+                causation_id=record.get("causation_id"),
+                data=record.get("data") or {},
+                consumers_expected=event_consumers_expected(record["type"]),
                 processed_by=processed_by,
-                dead_letters=dead_letters_by_event[record.id],
+                dead_letters=dead_letters_by_event[record["id"]],
             )
         )
     return Timeline(

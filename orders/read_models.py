@@ -40,18 +40,31 @@ class OrderView(Document):
         return sorted(self.history, key=lambda entry: entry["version"])
 
 
-class CustomerOrder(Document):
-    """One row per order, for listing a customer's orders newest first."""
+class CustomerOrderDay(Document):
+    """One customer's orders placed on one day (UTC): ``orders`` maps order id -> summary. A customer's
+    listing reads its index, then only the days of the page it shows: a few lookups by ``_id``."""
 
-    id = StringField(primary_key=True)
+    id = StringField(primary_key=True)  # "<customer id>|<YYYY-MM-DD>"
     customer_id = StringField(required=True)
-    status = StringField()
-    placed_at = DateTimeField()
-    line_count = IntField()
-    total_quantity = IntField()
+    day = StringField(required=True)
+    orders = DictField()
     version = IntField(default=0)
 
-    meta = {"collection": "customer_orders", "indexes": [("customer_id", "-placed_at")]}
+    meta = {"collection": "customer_order_days"}
+
+
+class CustomerOrderIndex(Document):
+    """Which days a customer placed orders on, and how many each: ``days`` maps day -> {"count": n}."""
+
+    id = StringField(primary_key=True)  # the customer id
+    days = DictField()
+    version = IntField(default=0)
+
+    meta = {"collection": "customer_order_index"}
+
+
+def day_key(customer_id: str, day: str) -> str:
+    return f"{customer_id}|{day}"
 
 
 def _reason(event: OrderEvent) -> str:
@@ -66,15 +79,8 @@ def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
     status = STATUS_BY_EVENT[type(event)]
     version = envelope.aggregate_version
     facts: dict[str, Any] = {"customer_id": event.customer_id}
-    summary: dict[str, Any] = {"customer_id": event.customer_id}
     if isinstance(event, OrderCreated):
-        placed_at = parse_time(event.placed_at)
-        facts |= {"lines": list(event.lines), "placed_at": placed_at}
-        summary |= {
-            "placed_at": placed_at,
-            "line_count": len(event.lines),
-            "total_quantity": sum(line["quantity"] for line in event.lines),
-        }
+        facts |= {"lines": list(event.lines), "placed_at": parse_time(event.placed_at)}
     history = {"status": status, "at": envelope.occurred_at, "version": version, "event_id": envelope.id}
     return [
         (
@@ -87,8 +93,39 @@ def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
                 add_to_set={"history": history},
             ),
         ),
-        (CustomerOrder, RowChange(key=event.order_id, version=version, fields={"status": status}, facts=summary)),
     ]
+
+
+def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> Changes:
+    """An order's summary in its customer's day, from its order view row; a day's count in the customer's
+    index, from the day. Derived from rows, not events: an order's later events do not carry its day."""
+    if document is OrderView:
+        if row.get("placed_at") is None:
+            return []  # ORDER_CREATED has not arrived yet; it will bring the day
+        day = row["placed_at"].date().isoformat()
+        summary = {
+            "id": row["_id"],
+            "customer_id": row["customer_id"],
+            "status": row["status"],
+            "placed_at": row["placed_at"],
+            "line_count": len(row["lines"]),
+            "total_quantity": sum(line["quantity"] for line in row["lines"]),
+            "version": row["version"],
+        }
+        key = day_key(row["customer_id"], day)
+        facts = {"customer_id": row["customer_id"], "day": day}
+        return [
+            (
+                CustomerOrderDay,
+                RowChange(key=key, version=0, fields={}, facts=facts, entries={"orders": {row["_id"]: summary}}),
+            )
+        ]
+    if document is CustomerOrderDay:
+        # A day only gains orders, so its count is its own version: the larger count wins.
+        count = len(row["orders"])
+        entry = {row["day"]: {"count": count, "version": count}}
+        return [(CustomerOrderIndex, RowChange(key=row["customer_id"], version=0, fields={}, entries={"days": entry}))]
+    return []
 
 
 def _expected_from_database() -> dict[type[Document], dict[str, dict[str, Any]]]:
@@ -97,15 +134,16 @@ def _expected_from_database() -> dict[type[Document], dict[str, dict[str, Any]]]
     orders = {
         str(o.id): {"status": o.status, "version": o.version, "customer_id": o.customer_id} for o in Order.objects.all()
     }
-    return {OrderView: orders, CustomerOrder: orders}
+    return {OrderView: orders}
 
 
 order_views = register(
     Projection(
         name="orders",
-        documents=(OrderView, CustomerOrder),
+        documents=(OrderView, CustomerOrderDay, CustomerOrderIndex),
         events=(OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled),
         changes=order_view_changes,
         expected_from_database=_expected_from_database,
+        derive=customer_listing_changes,
     )
 )

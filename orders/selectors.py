@@ -1,7 +1,8 @@
-from mongoengine.queryset import QuerySet
+from collections.abc import Sequence
+from typing import Any, overload
 
 from eventing.readside.projections import view_objects
-from orders.read_models import CustomerOrder, OrderView
+from orders.read_models import CustomerOrderDay, CustomerOrderIndex, OrderView, day_key
 
 
 def order_view_get(*, order_id: str) -> OrderView | None:
@@ -9,5 +10,46 @@ def order_view_get(*, order_id: str) -> OrderView | None:
     return view
 
 
-def customer_order_list(*, customer_id: str) -> QuerySet:
-    return view_objects(CustomerOrder)(customer_id=customer_id).order_by("-placed_at", "-id")
+class CustomerOrderListing(Sequence[dict[str, Any]]):
+    """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the
+    customer's index once, then only the days a slice covers, each by ``_id``: a page costs a few
+    lookups however many orders are stored."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        index: CustomerOrderIndex | None = view_objects(CustomerOrderIndex)(pk=customer_id).first()
+        days: dict[str, dict[str, int]] = index.days if index is not None else {}
+        self.days = sorted(((day, int(info["count"])) for day, info in days.items()), reverse=True)
+
+    def count(self) -> int:  # type: ignore[override]  # the paginator's count(), not Sequence.count(value)
+        return sum(count for _day, count in self.days)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, int):
+            return self[index : index + 1][0]
+        start, stop, _step = index.indices(self.count())
+        found: list[dict[str, Any]] = []
+        offset = 0
+        for day, count in self.days:
+            if offset >= stop:
+                break
+            if offset + count > start:
+                found += self._day(day)[max(start - offset, 0) : stop - offset]
+            offset += count
+        return found
+
+    def _day(self, day: str) -> list[dict[str, Any]]:
+        bucket: CustomerOrderDay | None = view_objects(CustomerOrderDay)(pk=day_key(self.customer_id, day)).first()
+        orders = list(bucket.orders.values()) if bucket is not None else []
+        return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
+
+
+def customer_order_list(*, customer_id: str) -> CustomerOrderListing:
+    return CustomerOrderListing(customer_id)

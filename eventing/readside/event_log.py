@@ -2,16 +2,16 @@
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from mongoengine import DateTimeField, DictField, Document, IntField, StringField
 from mongoengine.connection import get_db
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
-from eventing.contract.consumers import PROJECTIONS, handles
+from eventing.contract.consumers import ALL_EVENTS, PROJECTIONS, Handler, register_handler
 from eventing.contract.envelope import Envelope, utcnow
-from eventing.contract.events import Event
-from eventing.readside.mongo import insert_once
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +48,63 @@ class EventRecord(Document):  # type: ignore[misc]  # mongoengine ships no types
     }
 
 
+def log_record(envelope: Envelope) -> dict[str, Any]:
+    """The ``event_log`` document of a received event (also what the log's indexes keep of it)."""
+    ms, seq = (int(part) for part in (envelope.entry_id or "0-0").split("-"))
+    return {
+        "_id": envelope.id,
+        "type": envelope.type,
+        "version": envelope.version,
+        "occurred_at": envelope.occurred_at,
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+        "aggregate_type": envelope.aggregate_type,
+        "aggregate_id": envelope.aggregate_id,
+        "aggregate_version": envelope.aggregate_version,
+        "data": envelope.data,
+        "stream": envelope.stream,
+        "stream_entry_id": envelope.entry_id,
+        "stream_ms": ms,
+        "stream_seq": seq,
+        "recorded_at": envelope.received_at or utcnow(),
+    }
+
+
 def event_log_append(*, envelope: Envelope) -> bool:
     """Record the event once; a redelivery changes nothing. True when it was new."""
-    ms, seq = (int(part) for part in (envelope.entry_id or "0-0").split("-"))
-    return insert_once(
-        EventRecord(
-            id=envelope.id,
-            type=envelope.type,
-            version=envelope.version,
-            occurred_at=envelope.occurred_at,
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.causation_id,
-            aggregate_type=envelope.aggregate_type,
-            aggregate_id=envelope.aggregate_id,
-            aggregate_version=envelope.aggregate_version,
-            data=envelope.data,
-            stream=envelope.stream,
-            stream_entry_id=envelope.entry_id,
-            stream_ms=ms,
-            stream_seq=seq,
-            recorded_at=utcnow(),
-        )
-    )
+    return bool(event_log_append_many(envelopes=[envelope]))
+
+
+def event_log_append_many(*, envelopes: list[Envelope]) -> set[str]:
+    """Record the events once each, in one unordered insert; the ids already logged (a redelivery)
+    are left as they were. Returns the ids that were new.
+
+    A plain insert, not an upsert: one round trip checked by the unique ``_id`` index, never the
+    read-then-write FerretDB v1 makes of an update, and the log is only ever appended to."""
+    if not envelopes:
+        return set()
+    records = {envelope.id: log_record(envelope) for envelope in envelopes}
+    try:
+        collection().insert_many(list(records.values()), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        ids = list(records)  # a write error names its record by its index in the insert
+        return set(records) - {ids[int(error["index"])] for error in errors}
+    return set(records)
+
+
+DUPLICATE_KEY = 11000
+
+
+def collection() -> Collection[dict[str, Any]]:
+    log: Collection[dict[str, Any]] = get_db()[EventRecord._meta["collection"]]
+    return log
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def envelope_from_record(record: dict[str, Any]) -> Envelope:
@@ -78,9 +113,7 @@ def envelope_from_record(record: dict[str, Any]) -> Envelope:
         id=record["_id"],
         type=record["type"],
         version=record["version"],
-        occurred_at=record["occurred_at"].replace(tzinfo=UTC)
-        if record["occurred_at"].tzinfo is None
-        else record["occurred_at"],
+        occurred_at=_aware(record["occurred_at"]) or record["occurred_at"],
         correlation_id=record["correlation_id"],
         causation_id=record.get("causation_id"),
         aggregate_type=record["aggregate_type"],
@@ -89,6 +122,7 @@ def envelope_from_record(record: dict[str, Any]) -> Envelope:
         data=record.get("data") or {},
         stream=record.get("stream"),
         entry_id=record.get("stream_entry_id"),
+        received_at=_aware(record.get("recorded_at")),
     )
 
 
@@ -111,10 +145,25 @@ def logged_before(*, stream: str, boundary: str, batch_size: int) -> Iterator[li
 
 def read_log(query: dict[str, Any], *, batch_size: int) -> Iterator[dict[str, Any]]:
     """The raw ``event_log`` documents matching ``query``, in natural order."""
-    yield from get_db()[EventRecord._meta["collection"]].find(query, batch_size=batch_size)
+    yield from collection().find(query, batch_size=batch_size)
 
 
-@handles(PROJECTIONS, "*", idempotent=True)
-def append_to_event_log(event: Event, envelope: Envelope) -> None:
-    if not event_log_append(envelope=envelope):
-        logger.info("%s %s is already in the event log; skipping the duplicate", envelope.type, envelope.id)
+def append_to_event_log(items: list[tuple[Any, Envelope]]) -> None:
+    """The ``PROJECTIONS`` consumer's first handler: every event of a batch into the log at once."""
+    envelopes = [envelope for _event, envelope in items]
+    new = event_log_append_many(envelopes=envelopes)
+    for envelope in envelopes:
+        if envelope.id not in new:
+            logger.info("%s %s is already in the event log; skipping the duplicate", envelope.type, envelope.id)
+
+
+register_handler(
+    Handler(
+        consumer=PROJECTIONS.name,
+        event_type=ALL_EVENTS,
+        func=append_to_event_log,
+        idempotent=True,
+        label=f"{__name__}.append_to_event_log",
+        batch=True,
+    )
+)

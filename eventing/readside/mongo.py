@@ -13,6 +13,9 @@ On MongoDB all of these are indexed.
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,9 +25,9 @@ import bson
 import mongoengine
 from bson.codec_options import CodecOptions
 from django.conf import settings
-from mongoengine import Document
-from mongoengine.errors import NotUniqueError
+from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
+from redis.commands.core import Script
 
 from eventing.transport.client import get_redis
 
@@ -49,8 +52,11 @@ class RowChange:
 
     ``fields`` change only when ``version`` is newer than the row's; ``facts``
     (values that never change) and ``add_to_set`` members apply whatever the
-    version. So rows converge to the newest state whatever the order of the
-    events and however often each comes.
+    version. ``entries`` are members of keyed maps in the row (``{field: {key:
+    entry}}``): an entry is set when the map lacks its key or when its own
+    ``"version"`` is newer than the stored entry's (without versions, the first
+    write stays). So rows converge to the newest state whatever the order of
+    the events and however often each comes.
     """
 
     key: str
@@ -58,12 +64,15 @@ class RowChange:
     fields: dict[str, Any]
     facts: dict[str, Any] = field(default_factory=dict)
     add_to_set: dict[str, Any] = field(default_factory=dict)
+    entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def normalized(self) -> RowChange:
         """The change as MongoDB will store it (datetimes in UTC to the millisecond), so
         comparing a stored row with a new one works."""
-        doc = _as_stored({"fields": self.fields, "facts": self.facts, "add_to_set": self.add_to_set})
-        return RowChange(self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"])
+        doc = _as_stored(
+            {"fields": self.fields, "facts": self.facts, "add_to_set": self.add_to_set, "entries": self.entries}
+        )
+        return RowChange(self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"], doc["entries"])
 
 
 _STORED: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
@@ -80,56 +89,149 @@ def apply_change(row: dict[str, Any] | None, change: RowChange) -> dict[str, Any
     for name, member in change.add_to_set.items():
         members: list[Any] = list(new.get(name) or [])
         if member not in members:
-            members.append(member)
+            # Kept in one canonical order, so the set's list is the same whatever order its members came in.
+            members = sorted([*members, member], key=_canonical)
         new[name] = members
+    for name, keyed in change.entries.items():
+        stored: dict[str, Any] = dict(new.get(name) or {})
+        for member_key, entry in keyed.items():
+            existing = stored.get(member_key)
+            if existing is None or entry.get("version", 0) > existing.get("version", 0):
+                stored[member_key] = entry
+        new[name] = stored
     if change.version > new.get("version", 0):
         new.update(change.fields)
         new["version"] = change.version
     return new
 
 
-def upsert_if_newer(collection: Collection[dict[str, Any]], change: RowChange) -> bool:
-    """Apply ``change`` to its row in ``collection``. Returns True when the row changed.
+def _canonical(member: Any) -> str:
+    return json.dumps(member, sort_keys=True, default=str)
 
-    FerretDB v1 does not apply an update atomically (it reads, then writes, and
-    concurrent updates of one document lose writes), so the read-change-write
-    runs under a short per-row lock in Redis. Every query names only ``_id``,
-    the one filter FerretDB hands down to its storage.
+
+def upsert_if_newer(collection: Collection[dict[str, Any]], change: RowChange) -> bool:
+    """Apply one change to its row in ``collection``. Returns True when the row changed."""
+    return bool(apply_changes(collection, [change]))
+
+
+def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChange]) -> dict[str, dict[str, Any]]:
+    """Apply the changes, in order, to their rows in ``collection``: every touched row is read once and
+    written once, and the writes go in one bulk request. Returns the rows that changed, by key.
+
+    FerretDB v1 does not apply an update atomically (it reads, then writes, and concurrent
+    updates of one document lose writes), and a conditional write would need a filter
+    beyond ``_id``, which it evaluates by scanning the collection. So the rule that holds on
+    FerretDB and MongoDB alike is one writer per row at a time: the touched rows are locked
+    together in Redis (one round trip to take them all, one to free them) for the
+    read-fold-write. Every query names only ``_id``: FerretDB serves that from its index.
     """
-    change = change.normalized()
-    with _row_lock(collection.name, change.key):
-        current = collection.find_one({"_id": change.key})
-        new = apply_change(current, change)
-        if new == current:
-            return False
-        if current is None:
-            collection.insert_one(new)
-        else:
-            collection.replace_one({"_id": change.key}, new)
-        return True
+    if not changes:
+        return {}
+    folded: dict[str, list[RowChange]] = {}
+    for change in changes:
+        folded.setdefault(change.key, []).append(change.normalized())
+    with row_locks(collection.name, sorted(folded)):
+        current = read_rows(collection, list(folded))
+        changed: dict[str, dict[str, Any]] = {}
+        for key, row_changes in folded.items():
+            row = current.get(key)
+            new = row
+            for change in row_changes:
+                new = apply_change(new, change)
+            if new is not None and new != row:
+                changed[key] = new
+        # New rows are inserted (cheaper than an upsert on FerretDB, which looks the row up again);
+        # existing ones replaced; each kind in one request.
+        inserts = [row for key, row in changed.items() if key not in current]
+        if inserts:
+            collection.insert_many(inserts, ordered=False)
+        replaces = [ReplaceOne({"_id": key}, row) for key, row in changed.items() if key in current]
+        for first in range(0, len(replaces), BULK_UPDATES):
+            collection.bulk_write(replaces[first : first + BULK_UPDATES], ordered=False)
+    return changed
+
+
+def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored rows of these keys: one ``$in`` query on MongoDB; one ``_id`` lookup each on FerretDB,
+    which would scan the collection for ``$in`` but serves a plain ``_id`` from its index."""
+    if not is_ferretdb(collection.database.client):
+        return {row["_id"]: row for row in collection.find({"_id": {"$in": keys}})}
+    # One at a time: FerretDB v1 was seen to wedge a database (every later request timing out) under
+    # parallel lookups from one client while it wrote, so they are not spread over threads.
+    rows = {}
+    for key in keys:
+        row = collection.find_one({"_id": key})
+        if row is not None:
+            rows[key] = row
+    return rows
+
+
+# Updates per bulk request. FerretDB v1 takes a pooled SQLite connection for each update of a request
+# and frees them only at its end; its pool holds 100 per database, so a request of 100 updates or more
+# waits forever for a connection it holds itself, and wedges the database (every later request, and
+# listDatabases, time out). Seen with batches of 100 events; requests of this size never come near it.
+BULK_UPDATES = 32
+
+_FERRETDB: dict[int, bool] = {}
+
+
+def is_ferretdb(client: MongoClient[dict[str, Any]]) -> bool:
+    """Whether the server is FerretDB (asked once per client: its buildInfo says so)."""
+    known = _FERRETDB.get(id(client))
+    if known is None:
+        known = _FERRETDB[id(client)] = "ferretdbVersion" in client.admin.command("buildInfo")
+    return known
+
+
+# Takes every lock or none, so two writers never wait on each other's half (no deadlock).
+_LOCK_ALL = """
+for i, key in ipairs(KEYS) do
+  if redis.call('exists', key) == 1 then return 0 end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('set', key, ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+_UNLOCK_ALL = """
+local freed = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then freed = freed + redis.call('del', key) end
+end
+return freed
+"""
+# Rows take milliseconds to write; the expiry only frees the locks of a writer that died holding them.
+LOCK_TTL_MS = 10_000
+LOCK_WAIT_SECONDS = 30.0
 
 
 @contextmanager
-def _row_lock(collection: str, key: str) -> Iterator[None]:
-    # Rows take milliseconds to write; the timeout only frees the lock of a
-    # writer that died holding it.
-    lock = get_redis().lock(f"eventing:row-lock:{collection}:{key}", timeout=10, blocking_timeout=30)
-    if not lock.acquire():
-        raise TimeoutError(f"could not lock {collection}/{key} within 30s")
+def row_locks(collection: str, keys: list[str]) -> Iterator[None]:
+    """Hold the locks of these rows of ``collection`` (all at once) for the block."""
+    lock_all, unlock_all = _lock_scripts()
+    # One hash tag per collection: the keys of one call share a Redis Cluster slot.
+    names = [f"eventing:row-lock:{{{collection}}}:{key}" for key in keys]
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    pause = 0.001
+    while not lock_all(keys=names, args=[token, LOCK_TTL_MS]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not lock {len(names)} row(s) of {collection} within {LOCK_WAIT_SECONDS:.0f}s")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     try:
         yield
     finally:
-        lock.release()
+        unlock_all(keys=names, args=[token])
 
 
-def insert_once(document: Document) -> bool:
-    """Insert ``document`` unless its ``_id`` is already there. True when inserted.
+def _lock_scripts() -> tuple[Script, Script]:
+    """The lock scripts on this process's client, sent by their digest (EVALSHA), not their text."""
+    client = get_redis()
+    scripts = _SCRIPTS.get(id(client))
+    if scripts is None:
+        scripts = _SCRIPTS[id(client)] = (client.register_script(_LOCK_ALL), client.register_script(_UNLOCK_ALL))
+    return scripts
 
-    A plain insert, not an upsert: one round trip, checked by the unique ``_id``
-    index, and never the read-then-write FerretDB v1 makes of an update.
-    """
-    try:
-        document.save(force_insert=True)
-    except NotUniqueError:
-        return False  # an earlier delivery already wrote it: same content
-    return True
+
+_SCRIPTS: dict[int, tuple[Script, Script]] = {}

@@ -30,11 +30,11 @@ from mongoengine.connection import get_db
 from mongoengine.queryset import QuerySet
 from pymongo.collection import Collection
 
-from eventing.contract.consumers import PROJECTIONS, Handler, register_handler
+from eventing.contract.consumers import ALL_EVENTS, PROJECTIONS, Handler, register_handler
 from eventing.contract.envelope import Envelope
 from eventing.contract.errors import DeclarationError
 from eventing.contract.events import Event
-from eventing.readside.mongo import RowChange, apply_change, upsert_if_newer
+from eventing.readside.mongo import RowChange, apply_change, apply_changes
 
 Changes = list[tuple[type[Document], RowChange]]
 
@@ -50,22 +50,48 @@ ALIAS_TTL_SECONDS = 1.0
 class Projection:
     name: str
     documents: tuple[type[Document], ...]
-    events: tuple[type[Event], ...]
+    # The event classes it projects; ALL_EVENTS for every event, known or not to this code.
+    events: tuple[type[Event], ...] | str
     changes: Callable[[Any, Envelope], Changes]
     # Per document class, the rows the relational state says the view should hold
     # (only the fields the database knows), for verify_projections.
     expected_from_database: Callable[[], dict[type[Document], dict[str, dict[str, Any]]]] | None = field(
         default=None, compare=False
     )
+    # Changes of other documents that follow from a changed row (a listing of the rows it lists):
+    # derive(document, row) -> Changes. A pure function of the row, so live writes and a replay agree.
+    derive: Callable[[type[Document], dict[str, Any]], Changes] | None = field(default=None, compare=False)
 
     @property
     def event_types(self) -> tuple[str, ...]:
+        if isinstance(self.events, str):
+            return (self.events,)
         return tuple(cls.TYPE for cls in self.events)
 
     def apply(self, event: Event, envelope: Envelope) -> None:
         """Apply one event to the live views."""
-        for document, change in self.changes(event, envelope):
-            upsert_if_newer(active_collection(document), change)
+        self.apply_batch([(event, envelope)])
+
+    def apply_batch(
+        self,
+        items: list[tuple[Any, Envelope]],
+        *,
+        collection_for: Callable[[type[Document]], Collection[dict[str, Any]]] | None = None,
+    ) -> None:
+        """Apply a batch of events to the views (the live ones unless ``collection_for`` says otherwise):
+        their changes are folded per row in memory, then each touched row is read once and written once,
+        and so on for the rows their changes derive."""
+        where = collection_for or active_collection
+        pending: Changes = [change for event, envelope in items for change in self.changes(event, envelope)]
+        while pending:
+            by_document: dict[type[Document], list[RowChange]] = {}
+            for document, change in pending:
+                by_document.setdefault(document, []).append(change)
+            pending = []
+            for document, changes in by_document.items():
+                changed = apply_changes(where(document), changes)
+                if self.derive is not None:
+                    pending += [c for row in changed.values() for c in self.derive(document, row)]
 
 
 _PROJECTIONS: dict[str, Projection] = {}
@@ -84,9 +110,10 @@ def register(projection: Projection) -> Projection:
             Handler(
                 consumer=PROJECTIONS.name,
                 event_type=event_type,
-                func=projection.apply,
+                func=projection.apply_batch,
                 idempotent=True,
                 label=f"{projection.changes.__module__}.{projection.name} projection",
+                batch=True,
             )
         )
     return projection
@@ -156,13 +183,20 @@ class Fold:
         self.events = 0
 
     def apply(self, envelope: Envelope) -> None:
-        interested = self.by_type.get(envelope.type)
+        interested = [*self.by_type.get(envelope.type, []), *self.by_type.get(ALL_EVENTS, [])]
         if not interested:
             return
-        event = envelope.event()
+        event = envelope.event() if envelope.type in self.by_type else None
         for projection in interested:
             for document, change in projection.changes(event, envelope):
-                rows = self.rows[document]
-                change = change.normalized()
-                rows[change.key] = apply_change(rows.get(change.key), change)
+                self._fold(projection, document, change)
         self.events += 1
+
+    def _fold(self, projection: Projection, document: type[Document], change: RowChange) -> None:
+        rows = self.rows[document]
+        change = change.normalized()
+        old = rows.get(change.key)
+        new = rows[change.key] = apply_change(old, change)
+        if projection.derive is not None and new != old:
+            for derived_document, derived in projection.derive(document, new):
+                self._fold(projection, derived_document, derived)

@@ -20,9 +20,10 @@ from typing import Any
 
 from mongoengine import Document
 from mongoengine.connection import get_db
+from pymongo.collection import Collection
 
+from eventing.contract.consumers import ALL_EVENTS
 from eventing.readside.event_log import envelope_from_record, read_log
-from eventing.readside.mongo import upsert_if_newer
 from eventing.readside.projections import (
     ALIAS_TTL_SECONDS,
     Fold,
@@ -84,8 +85,12 @@ def parse_position(value: str) -> dict[str, Any]:
     return {"time": moment if moment.tzinfo else moment.replace(tzinfo=UTC)}
 
 
+def _type_filter(types: list[str]) -> dict[str, Any]:
+    return {} if ALL_EVENTS in types else {"type": {"$in": types}}
+
+
 def _log_filter(types: list[str], since: str | None, until: str | None) -> dict[str, Any]:
-    query: dict[str, Any] = {"type": {"$in": types}}
+    query: dict[str, Any] = _type_filter(types)
     for bound, op in ((since, "$gte"), (until, "$lte")):
         if not bound:
             continue
@@ -133,15 +138,19 @@ def _create_indexes(document: type[Document], collection: Any) -> None:
 def _catch_up(selected: list[Projection], targets: dict[str, str], *, since: datetime, batch_size: int) -> int:
     """Apply events logged since ``since`` to the target collections; returns how many."""
     db = get_db()
-    types = [t for p in selected for t in p.event_types]
+
+    def target(document: type[Document]) -> Collection[dict[str, Any]]:
+        collection: Collection[dict[str, Any]] = db[targets[base_name(document)]]
+        return collection
+
+    query = {**_type_filter([t for p in selected for t in p.event_types]), "recorded_at": {"$gte": since}}
     applied = 0
-    for record in db["event_log"].find({"type": {"$in": types}, "recorded_at": {"$gte": since}}, batch_size=batch_size):
+    for record in read_log(query, batch_size=batch_size):
         envelope = envelope_from_record(record)
-        event = envelope.event()
-        for projection in selected:
-            if envelope.type in projection.event_types:
-                for document, change in projection.changes(event, envelope):
-                    upsert_if_newer(db[targets[base_name(document)]], change)
+        interested = [p for p in selected if envelope.type in p.event_types or ALL_EVENTS in p.event_types]
+        event = envelope.event() if any(envelope.type in p.event_types for p in interested) else None
+        for projection in interested:
+            projection.apply_batch([(event, envelope)], collection_for=target)
         applied += 1
     return applied
 

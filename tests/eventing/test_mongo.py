@@ -4,7 +4,10 @@ import threading
 
 from mongoengine import DictField, Document, IntField, ListField, StringField
 
-from eventing.readside.mongo import RowChange, apply_change, insert_once, upsert_if_newer
+from eventing.readside.event_log import collection as event_log_collection
+from eventing.readside.event_log import event_log_append_many
+from eventing.readside.mongo import RowChange, apply_change, apply_changes, upsert_if_newer
+from tests.eventing.test_consumer import stock_added
 
 
 class Row(Document):
@@ -33,7 +36,7 @@ def test_a_row_takes_only_newer_versions_but_always_keeps_facts_and_set_members(
 
 
 def test_concurrent_writers_of_one_row_converge_to_the_newest_version_and_lose_nothing():
-    # FerretDB v1 loses concurrent updates of one document; the row lock must prevent that.
+    # FerretDB v1 loses concurrent updates of one document; the row locks must prevent that.
     versions = list(range(1, 121))
     errors = []
     rows = Row._get_collection()
@@ -61,10 +64,36 @@ def test_concurrent_writers_of_one_row_converge_to_the_newest_version_and_lose_n
     assert sorted(s["v"] for s in row.seen) == versions
 
 
-def test_insert_once_inserts_a_key_only_once():
-    assert insert_once(Row(id="e1", state="first"))
-    assert not insert_once(Row(id="e1", state="second"))
-    assert Row.objects.get(pk="e1").state == "first"
+def test_a_batch_reads_and_writes_each_touched_row_once_and_folds_its_changes_in_order():
+    rows = Row._get_collection()
+    rows.insert_one({"_id": "b", "state": "s1", "version": 1, "seen": []})
+    changes = [
+        RowChange("a", 1, {"state": "a1"}, entries={"by": {"x": {"version": 1, "n": 1}}}),
+        RowChange("b", 3, {"state": "s3"}),
+        RowChange("a", 2, {"state": "a2"}, entries={"by": {"x": {"version": 2, "n": 2}, "y": {"n": 9}}}),
+        RowChange("b", 2, {"state": "s2"}, facts={"name": "B"}),
+        RowChange("a", 1, {"state": "a1 again"}, entries={"by": {"x": {"version": 1, "n": 1}, "y": {"n": 0}}}),
+    ]
+
+    changed = apply_changes(rows, changes)
+
+    assert set(changed) == {"a", "b"}
+    assert rows.find_one({"_id": "a"}) == {
+        "_id": "a",
+        "state": "a2",
+        "version": 2,
+        "by": {"x": {"version": 2, "n": 2}, "y": {"n": 9}},  # newer entries win; unversioned, the first stays
+    }
+    assert (rows.find_one({"_id": "b"})["state"], rows.find_one({"_id": "b"})["name"]) == ("s3", "B")
+    assert apply_changes(rows, changes) == {}  # the same batch again changes nothing
+
+
+def test_the_event_log_takes_each_event_once_in_one_insert():
+    first, second = stock_added("A-1"), stock_added("B-1")
+
+    assert event_log_append_many(envelopes=[first]) == {first.id}
+    assert event_log_append_many(envelopes=[first, second, first]) == {second.id}
+    assert {r["_id"] for r in event_log_collection().find({})} == {first.id, second.id}
 
 
 def test_the_pure_rule_and_the_live_write_agree_whatever_the_order():

@@ -1,0 +1,141 @@
+"""Soak: orders at a steady rate from many client threads that poll their orders until final, as a
+client sees it. Waves of p50/p99 POST -> final status, and the growth between the last wave and the
+first, next to a raw baseline measured in the same run.
+
+    .venv/bin/python bench/soak.py [--orders 10000] [--rate 50] [--threads 64] [--poll-ms 50]
+
+Runs the whole system as tests/e2e does (gunicorn, relay, consumers as processes, its own database,
+stream and Mongo database on the services `scripts/services start` runs). Order i is sent at
+start + i/rate by whichever client thread is free; the client then GETs its order every --poll-ms until
+the status is final. The raw baseline is the same server answering an authenticated GET of an order
+(what each poll costs). At the end it reports every wave, how many orders never became final (must be
+0), and the outbox and inbox table sizes. Targets: p99 <= 250 ms in the first and the last 1,000
+orders, growth <= 1.3x.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.system import System  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
+MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/eventmono")
+FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+WAVE = 1000
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=50.0, help="orders per second")
+    parser.add_argument("--threads", type=int, default=64, help="client threads")
+    parser.add_argument("--poll-ms", type=float, default=50.0, help="how often a client asks for its order")
+    parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for one order to be final")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI)
+        try:
+            system.start()
+            system.add_stock({"SOAK-1": 10**9})
+            token = system.token()
+            assert token
+
+            lock = threading.Lock()
+            results: list[tuple[int, float, float, str]] = []  # (index, sent, final, status)
+            lost: list[int] = []
+            next_index = iter(range(args.orders))
+            start = time.perf_counter() + 1.0
+
+            def client(_worker: int) -> None:
+                while True:
+                    with lock:
+                        i = next(next_index, None)
+                    if i is None:
+                        return
+                    delay = start + i / args.rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    body = {"customer_id": f"soak-{i % args.customers}", "lines": [{"sku": "SOAK-1", "quantity": 1}]}
+                    sent = time.perf_counter()
+                    status, placed, _ = system.request("POST", "/api/orders/", body)
+                    if status != 202:
+                        with lock:
+                            lost.append(i)
+                        continue
+                    deadline = sent + args.timeout
+                    while time.perf_counter() < deadline:
+                        time.sleep(args.poll_ms / 1000)
+                        status, view, _ = system.request("GET", f"/api/orders/{placed['id']}/")
+                        if status == 200 and view["status"] in FINAL:
+                            with lock:
+                                results.append((i, sent, time.perf_counter(), view["status"]))
+                            break
+                    else:
+                        with lock:
+                            lost.append(i)
+
+            began = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=args.threads) as pool:
+                list(pool.map(client, range(args.threads)))
+            elapsed = time.perf_counter() - began
+
+            order_id = system.request(
+                "POST", "/api/orders/", {"customer_id": "raw", "lines": [{"sku": "SOAK-1", "quantity": 1}]}
+            )[1]["id"]
+            system.wait_settled(timeout=120)
+            raw = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                system.request("GET", f"/api/orders/{order_id}/")
+                raw.append((time.perf_counter() - t0) * 1000)
+            tables = system.manage(
+                "shell",
+                "-c",
+                "from eventing.models import OutboxEvent as O, ProcessedEvent as P; "
+                "print(O.objects.count(), P.objects.count())",
+            ).stdout.split()
+        finally:
+            system.stop()
+            system.cleanup()
+
+    results.sort()
+    latencies = [(final - sent) * 1000 for _i, sent, final, _s in results]
+    waves = [latencies[n : n + WAVE] for n in range(0, len(latencies), WAVE)]
+    rate = len(results) / elapsed
+    print(f"{len(results)} of {args.orders} orders final in {elapsed:.0f}s ({rate:.1f}/s); not final: {len(lost)}")
+    print(f"raw baseline, GET of an order: p50 {statistics.median(raw):.1f} ms, p99 {pct(raw, 0.99):.1f} ms")
+    for number, wave in enumerate(waves, start=1):
+        print(
+            f"wave {number} ({len(wave)} orders): POST -> final "
+            f"p50 {statistics.median(wave):.0f} ms, p99 {pct(wave, 0.99):.0f} ms"
+        )
+    if waves:
+        first, last = waves[0], waves[-1]
+        print(
+            f"growth last/first wave: p50 {statistics.median(last) / statistics.median(first):.2f}x, "
+            f"p99 {pct(last, 0.99) / pct(first, 0.99):.2f}x; "
+            f"p99 first {pct(first, 0.99):.0f} ms, last {pct(last, 0.99):.0f} ms "
+            f"({pct(last, 0.99) / statistics.median(raw):.0f}x the raw GET)"
+        )
+    print(f"outbox rows {tables[0]}, inbox rows {tables[1]} at the end (pruned by retention)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The event log's indexes: the events of one business transaction, and the events of one aggregate,
+each a document of its own, found by ``_id``. FerretDB v1 scans the whole log for any filter but
+``_id``, so the timeline and the event listing read these instead of filtering the log.
+
+Both are a projection over every event (``ALL_EVENTS``) of the ``PROJECTIONS`` consumer, so they are
+written in the same batches as the log, replayed and verified like any view. An entry is the event's
+log record; the first one written stays, so redeliveries change nothing.
+"""
+
+from typing import Any
+
+from mongoengine import DictField, Document, IntField, StringField
+
+from eventing.contract.consumers import ALL_EVENTS
+from eventing.contract.envelope import Envelope
+from eventing.readside.event_log import log_record
+from eventing.readside.mongo import RowChange
+from eventing.readside.projections import Changes, Projection, register
+
+
+class EventsByCorrelation(Document):  # type: ignore[misc]  # mongoengine ships no types
+    """Every logged event of one correlation id: ``events`` maps event id -> log record."""
+
+    id = StringField(primary_key=True)
+    events = DictField()
+    version = IntField(default=0)
+
+    meta = {"collection": "events_by_correlation"}
+
+
+class EventsByAggregate(Document):  # type: ignore[misc]  # mongoengine ships no types
+    """Every logged event about one aggregate id (an order's, its reservation's, a sku's)."""
+
+    id = StringField(primary_key=True)
+    events = DictField()
+    version = IntField(default=0)
+
+    meta = {"collection": "events_by_aggregate"}
+
+
+def index_changes(event: Any, envelope: Envelope) -> Changes:
+    record = log_record(envelope)
+    entry = {"events": {envelope.id: record}}
+    return [
+        (EventsByCorrelation, RowChange(key=envelope.correlation_id, version=0, fields={}, entries=entry)),
+        (EventsByAggregate, RowChange(key=envelope.aggregate_id, version=0, fields={}, entries=entry)),
+    ]
+
+
+def sorted_records(document: EventsByCorrelation | EventsByAggregate | None) -> list[dict[str, Any]]:
+    """The records of an index document in log order: occurred_at, then stream position."""
+    if document is None:
+        return []
+    return sorted(
+        document.events.values(),
+        key=lambda r: (r["occurred_at"], r.get("stream_ms") or 0, r.get("stream_seq") or 0),
+    )
+
+
+event_index = register(
+    Projection(
+        name="event-index",
+        documents=(EventsByCorrelation, EventsByAggregate),
+        events=ALL_EVENTS,
+        changes=index_changes,
+    )
+)
