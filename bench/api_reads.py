@@ -75,7 +75,7 @@ def main() -> None:
 
             reads = {
                 "GET /api/orders/{id}/": f"/api/orders/{order}/",
-                "GET /api/orders/?customer_id= (page 1 of 255)": "/api/orders/?customer_id=customer-7",
+                "GET /api/orders/?customer_id= (page 1, 255 orders)": "/api/orders/?customer_id=customer-7",
                 "GET /api/timeline/{cid}/": f"/api/timeline/{correlation}/",
                 "GET /api/events/?correlation_id=": f"/api/events/?correlation_id={correlation}",
             }

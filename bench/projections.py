@@ -70,7 +70,7 @@ def order_envelopes(n: int, at: datetime) -> list[Envelope]:
     ]
 
 
-def prefill(orders: int, start: datetime) -> None:
+def prefill(orders: int, start: datetime, spacing: float = 1.0) -> None:
     """``orders`` orders' views, indexes and log, folded in memory and bulk-inserted (as a replay does)."""
     fold = Fold(projections().values())
     records = []
@@ -81,7 +81,7 @@ def prefill(orders: int, start: datetime) -> None:
         fold.apply(envelope)
         records.append(log_record(envelope))
     for n in range(orders):
-        for envelope in order_envelopes(n, start + timedelta(seconds=n)):
+        for envelope in order_envelopes(n, start + timedelta(seconds=n * spacing)):
             fold.apply(envelope)
             records.append(log_record(envelope))
     db = get_db()
@@ -115,7 +115,7 @@ class record_writes:  # noqa: N801 - used as a function that returns a recorder
         Collection.insert_many, Collection.bulk_write = self._insert_many, self._bulk_write
 
 
-def run_size(size: int, new_orders: int, client: redis.Redis) -> dict[str, float]:
+def run_size(size: int, new_orders: int, client: redis.Redis, spacing: float) -> dict[str, float]:
     database = f"bench_p3_{uuid.uuid4().hex[:8]}"
     base = settings.MONGODB_URI.partition("?")[0].rsplit("/", 1)[0]
     mongo.connect(f"{base}/{database}")
@@ -124,7 +124,7 @@ def run_size(size: int, new_orders: int, client: redis.Redis) -> dict[str, float
     try:
         start = datetime(2026, 11, 1, tzinfo=UTC)
         began = time.perf_counter()
-        prefill(size, start)
+        prefill(size, start, spacing)
         filled_s = time.perf_counter() - began
         envelopes = [
             e for n in range(size, size + new_orders) for e in order_envelopes(n, start + timedelta(seconds=n))
@@ -170,11 +170,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 50000], help="Orders in the views before.")
     parser.add_argument("--orders", type=int, default=1000, help="New orders projected and timed (x3 events).")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=600.0,
+        help=f"Seconds between two orders' placed_at over the {CUSTOMERS} customers (default: one every 10 minutes, "
+        "so a customer's day holds a few orders); 1 piles each customer's orders into one day",
+    )
     args = parser.parse_args()
     client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     results = []
     for size in args.sizes:
-        result = run_size(size, args.orders, client)
+        result = run_size(size, args.orders, client, args.spacing)
         results.append(result)
         print(
             f"views of {size} orders (filled in {result['filled_s']:.1f}s): {result['events']} events, "
