@@ -60,7 +60,7 @@ def main() -> None:
             system.start()
             mongo.connect(system.mongodb_uri)
             began = time.perf_counter()
-            prefill(args.orders, datetime(2026, 10, 1, tzinfo=UTC))
+            prefill(args.orders, datetime(2025, 11, 1, tzinfo=UTC), spacing=600.0)  # a year of history
             print(f"stored {args.orders} orders' views, log and indexes in {time.perf_counter() - began:.0f}s")
             system.add_stock({"BENCH-1": 1000})
             placed = system.place_orders(
@@ -75,7 +75,7 @@ def main() -> None:
 
             reads = {
                 "GET /api/orders/{id}/": f"/api/orders/{order}/",
-                "GET /api/orders/?customer_id= (page 1, 255 orders)": "/api/orders/?customer_id=customer-7",
+                "GET /api/orders/?customer_id= (page 1 of 255 orders)": "/api/orders/?customer_id=customer-7",
                 "GET /api/timeline/{cid}/": f"/api/timeline/{correlation}/",
                 "GET /api/events/?correlation_id=": f"/api/events/?correlation_id={correlation}",
             }

@@ -175,7 +175,7 @@ def main() -> None:
         type=float,
         default=600.0,
         help=f"Seconds between two orders' placed_at over the {CUSTOMERS} customers (default: one every 10 minutes, "
-        "so a customer's day holds a few orders); 1 piles each customer's orders into one day",
+        "so a customer's month holds a few dozen orders); 1 piles each customer's orders into a day or two",
     )
     args = parser.parse_args()
     client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)

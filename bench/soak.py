@@ -6,9 +6,10 @@ first, next to a raw baseline measured in the same run.
 
 Runs the whole system as tests/e2e does (gunicorn, relay, consumers as processes, its own database,
 stream and Mongo database on the services `scripts/services start` runs). Order i is sent at
-start + i/rate by whichever client thread is free; the client then GETs its order every --poll-ms until
-the status is final. The raw baseline is the same server answering an authenticated GET of an order
-(what each poll costs). At the end it reports every wave, how many orders never became final (must be
+start + i/rate by whichever client thread is free; for one order in --poll-every (4: a quarter, as the
+issue measured it) the client then GETs it every --poll-ms (100) until the status is final, and that is
+the latency reported; every other order is checked once all have settled. The raw baseline is the same
+server answering an authenticated GET of an order (what each poll costs). At the end it reports every wave, how many orders never became final (must be
 0), and the outbox and inbox table sizes. Targets: p99 <= 250 ms in the first and the last 1,000
 orders, growth <= 1.3x.
 """
@@ -44,7 +45,13 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=50.0, help="orders per second")
     parser.add_argument("--threads", type=int, default=64, help="client threads")
-    parser.add_argument("--poll-ms", type=float, default=50.0, help="how often a client asks for its order")
+    parser.add_argument("--poll-ms", type=float, default=100.0, help="how often a client asks for its order")
+    parser.add_argument(
+        "--poll-every",
+        type=int,
+        default=4,
+        help="clients poll one order in N until it is final (the others are checked once all have settled)",
+    )
     parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for one order to be final")
     parser.add_argument(
@@ -75,6 +82,7 @@ def main() -> None:
             lock = threading.Lock()
             results: list[tuple[int, float, float, str]] = []  # (index, sent, final, status)
             lost: list[int] = []
+            unpolled: list[tuple[int, str]] = []
             next_index = iter(range(args.orders))
             start = time.perf_counter() + 1.0
 
@@ -93,6 +101,10 @@ def main() -> None:
                     if status != 202:
                         with lock:
                             lost.append(i)
+                        continue
+                    if i % args.poll_every:
+                        with lock:
+                            unpolled.append((i, placed["id"]))
                         continue
                     deadline = sent + args.timeout
                     while time.perf_counter() < deadline:
@@ -114,7 +126,11 @@ def main() -> None:
             order_id = system.request(
                 "POST", "/api/orders/", {"customer_id": "raw", "lines": [{"sku": "SOAK-1", "quantity": 1}]}
             )[1]["id"]
-            system.wait_settled(timeout=120)
+            system.wait_settled(timeout=300)
+            for i, order in unpolled:  # every order must be final, polled or not
+                status, view, _ = system.request("GET", f"/api/orders/{order}/")
+                if status != 200 or view["status"] not in FINAL:
+                    lost.append(i)
             raw = []
             for _ in range(200):
                 t0 = time.perf_counter()
@@ -122,10 +138,11 @@ def main() -> None:
                 raw.append((time.perf_counter() - t0) * 1000)
             tables = system.manage(
                 "shell",
+                "--no-imports",
                 "-c",
                 "from eventing.models import OutboxEvent as O, ProcessedEvent as P; "
                 "print(O.objects.count(), P.objects.count())",
-            ).stdout.split()
+            ).stdout.split()[-2:]
         finally:
             system.stop()
             system.cleanup()
@@ -133,8 +150,9 @@ def main() -> None:
     results.sort()
     latencies = [(final - sent) * 1000 for _i, sent, final, _s in results]
     waves = [latencies[n : n + WAVE] for n in range(0, len(latencies), WAVE)]
-    rate = len(results) / elapsed
-    print(f"{len(results)} of {args.orders} orders final in {elapsed:.0f}s ({rate:.1f}/s); not final: {len(lost)}")
+    final = len(results) + len(unpolled) - len([i for i in lost if i % args.poll_every])
+    print(f"{final} of {args.orders} orders final ({len(results)} polled), sent over {elapsed:.0f}s")
+    print(f"not final: {len(lost)}")
     print(f"raw baseline, GET of an order: p50 {statistics.median(raw):.1f} ms, p99 {pct(raw, 0.99):.1f} ms")
     for number, wave in enumerate(waves, start=1):
         print(

@@ -40,31 +40,33 @@ class OrderView(Document):
         return sorted(self.history, key=lambda entry: entry["version"])
 
 
-class CustomerOrderDay(Document):
-    """One customer's orders placed on one day (UTC): ``orders`` maps order id -> summary. A customer's
-    listing reads its index, then only the days of the page it shows: a few lookups by ``_id``."""
+class CustomerOrderMonth(Document):
+    """One customer's orders placed in one month (UTC): ``orders`` maps order id -> summary. A customer's
+    listing reads its index, then only the months of the page it shows: a few lookups by ``_id``. A month
+    bounds a document by what one customer orders in a month, and keeps a page to a few lookups for a
+    customer who orders rarely."""
 
-    id = StringField(primary_key=True)  # "<customer id>|<YYYY-MM-DD>"
+    id = StringField(primary_key=True)  # "<customer id>|<YYYY-MM>"
     customer_id = StringField(required=True)
-    day = StringField(required=True)
+    month = StringField(required=True)
     orders = DictField()
     version = IntField(default=0)
 
-    meta = {"collection": "customer_order_days"}
+    meta = {"collection": "customer_order_months"}
 
 
 class CustomerOrderIndex(Document):
-    """Which days a customer placed orders on, and how many each: ``days`` maps day -> {"count": n}."""
+    """Which months a customer placed orders in, and how many each: ``months`` maps month -> {"count": n}."""
 
     id = StringField(primary_key=True)  # the customer id
-    days = DictField()
+    months = DictField()
     version = IntField(default=0)
 
     meta = {"collection": "customer_order_index"}
 
 
-def day_key(customer_id: str, day: str) -> str:
-    return f"{customer_id}|{day}"
+def month_key(customer_id: str, month: str) -> str:
+    return f"{customer_id}|{month}"
 
 
 def _reason(event: OrderEvent) -> str:
@@ -97,12 +99,12 @@ def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
 
 
 def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> Changes:
-    """An order's summary in its customer's day, from its order view row; a day's count in the customer's
-    index, from the day. Derived from rows, not events: an order's later events do not carry its day."""
+    """An order's summary in its customer's month, from its order view row; a month's count in the customer's
+    index, from the month. Derived from rows, not events: an order's later events do not carry its date."""
     if document is OrderView:
         if row.get("placed_at") is None:
-            return []  # ORDER_CREATED has not arrived yet; it will bring the day
-        day = row["placed_at"].date().isoformat()
+            return []  # ORDER_CREATED has not arrived yet; it will bring the date
+        month = row["placed_at"].strftime("%Y-%m")
         summary = {
             "id": row["_id"],
             "customer_id": row["customer_id"],
@@ -112,19 +114,21 @@ def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> C
             "total_quantity": sum(line["quantity"] for line in row["lines"]),
             "version": row["version"],
         }
-        key = day_key(row["customer_id"], day)
-        facts = {"customer_id": row["customer_id"], "day": day}
+        key = month_key(row["customer_id"], month)
+        facts = {"customer_id": row["customer_id"], "month": month}
         return [
             (
-                CustomerOrderDay,
+                CustomerOrderMonth,
                 RowChange(key=key, version=0, fields={}, facts=facts, entries={"orders": {row["_id"]: summary}}),
             )
         ]
-    if document is CustomerOrderDay:
-        # A day only gains orders, so its count is its own version: the larger count wins.
+    if document is CustomerOrderMonth:
+        # A month only gains orders, so its count is its own version: the larger count wins.
         count = len(row["orders"])
-        entry = {row["day"]: {"count": count, "version": count}}
-        return [(CustomerOrderIndex, RowChange(key=row["customer_id"], version=0, fields={}, entries={"days": entry}))]
+        entry = {row["month"]: {"count": count, "version": count}}
+        return [
+            (CustomerOrderIndex, RowChange(key=row["customer_id"], version=0, fields={}, entries={"months": entry}))
+        ]
     return []
 
 
@@ -140,7 +144,7 @@ def _expected_from_database() -> dict[type[Document], dict[str, dict[str, Any]]]
 order_views = register(
     Projection(
         name="orders",
-        documents=(OrderView, CustomerOrderDay, CustomerOrderIndex),
+        documents=(OrderView, CustomerOrderMonth, CustomerOrderIndex),
         events=(OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled),
         changes=order_view_changes,
         expected_from_database=_expected_from_database,

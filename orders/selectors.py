@@ -2,7 +2,7 @@ from collections.abc import Sequence
 from typing import Any, overload
 
 from eventing.readside.projections import view_objects
-from orders.read_models import CustomerOrderDay, CustomerOrderIndex, OrderView, day_key
+from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, month_key
 
 
 def order_view_get(*, order_id: str) -> OrderView | None:
@@ -12,17 +12,17 @@ def order_view_get(*, order_id: str) -> OrderView | None:
 
 class CustomerOrderListing(Sequence[dict[str, Any]]):
     """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the
-    customer's index once, then only the days a slice covers, each by ``_id``: a page costs a few
+    customer's index once, then only the months a slice covers, each by ``_id``: a page costs a few
     lookups however many orders are stored."""
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
         index: CustomerOrderIndex | None = view_objects(CustomerOrderIndex)(pk=customer_id).first()
-        days: dict[str, dict[str, int]] = index.days if index is not None else {}
-        self.days = sorted(((day, int(info["count"])) for day, info in days.items()), reverse=True)
+        months: dict[str, dict[str, int]] = index.months if index is not None else {}
+        self.months = sorted(((month, int(info["count"])) for month, info in months.items()), reverse=True)
 
     def count(self) -> int:  # type: ignore[override]  # the paginator's count(), not Sequence.count(value)
-        return sum(count for _day, count in self.days)
+        return sum(count for _month, count in self.months)
 
     def __len__(self) -> int:
         return self.count()
@@ -37,16 +37,18 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         start, stop, _step = index.indices(self.count())
         found: list[dict[str, Any]] = []
         offset = 0
-        for day, count in self.days:
+        for month, count in self.months:
             if offset >= stop:
                 break
             if offset + count > start:
-                found += self._day(day)[max(start - offset, 0) : stop - offset]
+                found += self._month(month)[max(start - offset, 0) : stop - offset]
             offset += count
         return found
 
-    def _day(self, day: str) -> list[dict[str, Any]]:
-        bucket: CustomerOrderDay | None = view_objects(CustomerOrderDay)(pk=day_key(self.customer_id, day)).first()
+    def _month(self, month: str) -> list[dict[str, Any]]:
+        bucket: CustomerOrderMonth | None = view_objects(CustomerOrderMonth)(
+            pk=month_key(self.customer_id, month)
+        ).first()
         orders = list(bucket.orders.values()) if bucket is not None else []
         return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
 
