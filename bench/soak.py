@@ -9,8 +9,8 @@ stream and Mongo database on the services `scripts/services start` runs). Order 
 start + i/rate by whichever client thread is free; for one order in --poll-every (4: a quarter, as the
 issue measured it) the client then GETs it every --poll-ms (100) until the status is final, and that is
 the latency reported; every other order is checked once all have settled. The raw baseline is the same
-server answering an authenticated GET of an order (what each poll costs). At the end it reports every wave, how many orders never became final (must be
-0), and the outbox and inbox table sizes. Targets: p99 <= 250 ms in the first and the last 1,000
+server answering an authenticated GET of an order (what each poll costs). At the end it reports every
+wave, how many orders never became final (must be 0), and the outbox and inbox table sizes. Targets: p99 <= 250 ms in the first and the last 1,000
 orders, growth <= 1.3x.
 """
 
