@@ -2,16 +2,16 @@
 client sees it. Waves of p50/p99 POST -> final status, and the growth between the last wave and the
 first, next to a raw baseline measured in the same run.
 
-    .venv/bin/python bench/soak.py [--orders 10000] [--rate 50] [--threads 64] [--poll-ms 50]
+    .venv/bin/python bench/soak.py [--orders 10000] [--rate 50] [--threads 64] [--poll-ms 100]
 
 Runs the whole system as tests/e2e does (gunicorn, relay, consumers as processes, its own database,
 stream and Mongo database on the services `scripts/services start` runs). Order i is sent at
-start + i/rate by whichever client thread is free; for one order in --poll-every (4: a quarter, as the
-issue measured it) the client then GETs it every --poll-ms (100) until the status is final, and that is
-the latency reported; every other order is checked once all have settled. The raw baseline is the same
-server answering an authenticated GET of an order (what each poll costs). At the end it reports every
-wave, how many orders never became final (must be 0), and the outbox and inbox table sizes. Targets: p99 <= 250 ms in the first and the last 1,000
-orders, growth <= 1.3x.
+start + i/rate by whichever client thread is free. For one order in --poll-every (4: a quarter, as
+the issue measured it) the client then GETs it every --poll-ms until its status is final, and that
+is the latency reported; every other order is checked once all have settled. The raw baseline is the
+same server answering an authenticated GET of an order (what each poll costs). At the end it reports
+every wave, how many orders never became final (must be 0), and the outbox and inbox table sizes.
+Targets: p99 <= 250 ms in the first and the last 1,000 orders, growth <= 1.3x.
 """
 
 import argparse
