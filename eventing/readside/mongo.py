@@ -109,11 +109,6 @@ def _canonical(member: Any) -> str:
     return json.dumps(member, sort_keys=True, default=str)
 
 
-def upsert_if_newer(collection: Collection[dict[str, Any]], change: RowChange) -> bool:
-    """Apply one change to its row in ``collection``. Returns True when the row changed."""
-    return bool(apply_changes(collection, [change]))
-
-
 def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChange]) -> dict[str, dict[str, Any]]:
     """Apply the changes, in order, to their rows in ``collection``: every touched row is read once and
     written once, and the writes go in one bulk request. Returns the rows that changed, by key.

@@ -6,7 +6,7 @@ from mongoengine import DictField, Document, IntField, ListField, StringField
 
 from eventing.readside.event_log import collection as event_log_collection
 from eventing.readside.event_log import event_log_append_many
-from eventing.readside.mongo import RowChange, apply_change, apply_changes, upsert_if_newer
+from eventing.readside.mongo import RowChange, apply_change, apply_changes
 from tests.eventing.test_consumer import stock_added
 
 
@@ -18,6 +18,11 @@ class Row(Document):
     version = IntField()
 
     meta = {"collection": "guarded_rows"}
+
+
+def upsert_if_newer(rows, change: RowChange) -> bool:
+    """One change on its own, as a batch of one: True when its row changed."""
+    return bool(apply_changes(rows, [change]))
 
 
 def test_a_row_takes_only_newer_versions_but_always_keeps_facts_and_set_members():
