@@ -148,15 +148,18 @@ def main() -> None:
             system.cleanup()
 
     results.sort()
-    latencies = [(final - sent) * 1000 for _i, sent, final, _s in results]
-    waves = [latencies[n : n + WAVE] for n in range(0, len(latencies), WAVE)]
+    # Waves by when the order was sent: wave 1 is orders 0-999, and so on (a quarter of each is polled).
+    by_wave: dict[int, list[float]] = {}
+    for i, sent, final_at, _status in results:
+        by_wave.setdefault(i // WAVE, []).append((final_at - sent) * 1000)
+    waves = [by_wave[n] for n in sorted(by_wave)]
     final = len(results) + len(unpolled) - len([i for i in lost if i % args.poll_every])
     print(f"{final} of {args.orders} orders final ({len(results)} polled), sent over {elapsed:.0f}s")
     print(f"not final: {len(lost)}")
     print(f"raw baseline, GET of an order: p50 {statistics.median(raw):.1f} ms, p99 {pct(raw, 0.99):.1f} ms")
     for number, wave in enumerate(waves, start=1):
         print(
-            f"wave {number} ({len(wave)} orders): POST -> final "
+            f"wave {number} (orders {(number - 1) * WAVE}-{number * WAVE - 1}, {len(wave)} polled): POST -> final "
             f"p50 {statistics.median(wave):.0f} ms, p99 {pct(wave, 0.99):.0f} ms"
         )
     if waves:
