@@ -13,6 +13,7 @@ from eventing.contract.errors import EventError
 from eventing.contract.events import event_class
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
 from eventing.readside.event_index import EventsByAggregate, EventsByCorrelation, sorted_records
+from eventing.readside.event_log import aware
 from eventing.readside.event_log import collection as event_log_collection
 from eventing.readside.projections import view_objects
 
@@ -26,13 +27,9 @@ def _logged(record: dict[str, Any]) -> LoggedEvent:
     return {
         **record,
         "id": record["_id"],
-        "occurred_at": _aware(record["occurred_at"]),
-        "recorded_at": _aware(record.get("recorded_at")),
+        "occurred_at": aware(record["occurred_at"]),
+        "recorded_at": aware(record.get("recorded_at")),
     }
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class LogQueryError(ValueError):

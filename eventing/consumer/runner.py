@@ -185,9 +185,6 @@ class StreamConsumer:
 
     # Retries and reclaiming.
 
-    def backoff_ms(self, attempts: int) -> float:
-        return self.policy.backoff_ms(attempts)
-
     def retry_due(self) -> int:
         """Re-deliver to itself the failed entries whose backoff has passed."""
         handled = 0

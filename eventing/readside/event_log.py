@@ -103,7 +103,8 @@ def collection() -> Collection[dict[str, Any]]:
     return log
 
 
-def _aware(moment: datetime | None) -> datetime | None:
+def aware(moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC when it came back without a time zone (as a stored datetime may)."""
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
@@ -113,7 +114,7 @@ def envelope_from_record(record: dict[str, Any]) -> Envelope:
         id=record["_id"],
         type=record["type"],
         version=record["version"],
-        occurred_at=_aware(record["occurred_at"]) or record["occurred_at"],
+        occurred_at=aware(record["occurred_at"]) or record["occurred_at"],
         correlation_id=record["correlation_id"],
         causation_id=record.get("causation_id"),
         aggregate_type=record["aggregate_type"],
@@ -122,7 +123,7 @@ def envelope_from_record(record: dict[str, Any]) -> Envelope:
         data=record.get("data") or {},
         stream=record.get("stream"),
         entry_id=record.get("stream_entry_id"),
-        received_at=_aware(record.get("recorded_at")),
+        received_at=aware(record.get("recorded_at")),
     )
 
 
