@@ -1,8 +1,13 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from rest_framework.authtoken.views import obtain_auth_token
 
+from core.converters import KeyConverter, SkuConverter
 from eventing.apis import EventLogApi, TimelineApi
+
+# Path parameters are bounded: a long or odd one is a 404 before any view or lookup runs.
+register_converter(SkuConverter, "sku")
+register_converter(KeyConverter, "key")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,5 +16,5 @@ urlpatterns = [
     path("api/inventory/", include("inventory.urls")),
     path("api/orders/", include("orders.urls")),
     path("api/events/", EventLogApi.as_view(), name="events"),
-    path("api/timeline/<str:correlation_id>/", TimelineApi.as_view(), name="timeline"),
+    path("api/timeline/<key:correlation_id>/", TimelineApi.as_view(), name="timeline"),
 ]

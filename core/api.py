@@ -10,14 +10,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.limits import MAX_QUANTITY
+
 
 class PositiveQuantityField(serializers.IntegerField):
-    """A JSON integer of at least 1: no strings, floats or booleans."""
+    """A JSON integer from 1 to MAX_QUANTITY: no strings, floats or booleans."""
 
     default_error_messages = {"invalid": "Must be a positive integer.", "min_value": "Must be a positive integer."}
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_QUANTITY)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> int:

@@ -1,6 +1,7 @@
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +13,10 @@ from eventing.selectors import event_log_list, timeline_get
 
 
 class EventLogApi(APIView):
-    """One business transaction's or one aggregate's logged events, oldest first, optionally of one type."""
+    """One business transaction's or one aggregate's logged events, oldest first, optionally of one type.
+    Staff only: the log holds every customer's events."""
+
+    permission_classes = [IsAdminUser]
 
     class FilterSerializer(serializers.Serializer[Any]):
         correlation_id = serializers.CharField(required=False, max_length=128)
@@ -94,7 +98,10 @@ class TimelineEventSerializer(serializers.Serializer[Any]):
 
 class TimelineApi(APIView):
     """One business transaction: its logged events in time order, which consumers applied each and which
-    were expected to, its dead letters, and those of its events that never reached the log."""
+    were expected to, its dead letters, and those of its events that never reached the log. Staff only:
+    it shows dead-letter error text and every customer's events."""
+
+    permission_classes = [IsAdminUser]
 
     class OutputSerializer(serializers.Serializer[Any]):
         correlation_id = serializers.CharField()

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.db.models import F
 
 from core.exceptions import InvalidInput, NotFound
+from core.limits import MAX_QUANTITY
 from inventory import signals
 from inventory.events import (
     ItemStateData,
@@ -20,8 +21,7 @@ from inventory.models import Reservation, StockItem
 
 logger = logging.getLogger(__name__)
 
-# Keeps on_hand within a 32-bit integer column on every supported database.
-MAX_ON_HAND = 1_000_000_000
+MAX_ON_HAND = MAX_QUANTITY
 
 
 class StockItemNotFound(NotFound):

@@ -6,6 +6,6 @@ app_name = "inventory"
 
 urlpatterns = [
     path("items/", StockItemListCreateApi.as_view(), name="items"),
-    path("items/<str:sku>/", StockItemDetailApi.as_view(), name="item"),
-    path("items/<str:sku>/restock/", StockItemRestockApi.as_view(), name="restock"),
+    path("items/<sku:sku>/", StockItemDetailApi.as_view(), name="item"),
+    path("items/<sku:sku>/restock/", StockItemRestockApi.as_view(), name="restock"),
 ]

@@ -1,6 +1,18 @@
 import uuid
 
+from django.conf import settings
 from django.db import models
+
+
+class Customer(models.Model):
+    """The customer account a user orders as. Orders and their events carry ``customer_id``, not the
+    user: the id stays when a username changes, and staff can place orders for a customer by it."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="customer")
+    customer_id = models.CharField(max_length=64, unique=True)
+
+    def __str__(self) -> str:
+        return self.customer_id
 
 
 class Order(models.Model):

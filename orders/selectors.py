@@ -5,8 +5,11 @@ from eventing.readside.projections import view_objects
 from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, month_key
 
 
-def order_view_get(*, order_id: str) -> OrderView | None:
+def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderView | None:
+    """The order's view; with ``customer_id``, only when it is that customer's order."""
     view: OrderView | None = view_objects(OrderView)(pk=order_id).first()
+    if view is not None and customer_id is not None and view.customer_id != customer_id:
+        return None
     return view
 
 

@@ -3,13 +3,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from core.exceptions import Conflict, InvalidInput, NotFound
+from core.limits import MAX_QUANTITY
 from orders import signals
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected
-from orders.models import CatalogItem, Order, OrderLine
+from orders.models import CatalogItem, Customer, Order, OrderLine
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,45 @@ class OrderNotCancellable(Conflict):
         super().__init__(f"Order {order.id} is {order.status} and can no longer be cancelled.")
 
 
+class CustomerNotFound(NotFound):
+    """Also what a customer gets for another customer's id: ids must not leak (404, never 403)."""
+
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"Customer {customer_id} does not exist.")
+
+
+def customer_of(*, user: AbstractBaseUser) -> Customer:
+    """The user's customer account, created on first use: its id is the username when that fits and
+    is free, else ``user-<pk>``."""
+    try:
+        return Customer.objects.get(user_id=user.pk)
+    except Customer.DoesNotExist:
+        pass
+    username = user.get_username()
+    for customer_id in ([username] if 0 < len(username) <= 64 else []) + [f"user-{user.pk}"]:
+        try:
+            with transaction.atomic():
+                return Customer.objects.create(user_id=user.pk, customer_id=customer_id)
+        except IntegrityError:
+            existing = Customer.objects.filter(user_id=user.pk).first()
+            if existing is not None:  # a concurrent first request of the same user made it
+                return existing
+    raise Conflict(f"No free customer id for user {user.pk}.")
+
+
+def customer_scope(*, user: AbstractBaseUser | AnonymousUser, customer_id: str | None = None) -> str | None:
+    """Whose orders ``user`` may act on: a customer only their own (naming another is a 404); staff
+    any, the one they name, or every customer (None) when they name none."""
+    if getattr(user, "is_staff", False):
+        return customer_id or None
+    if isinstance(user, AnonymousUser):  # the views let no anonymous request this far
+        raise CustomerNotFound(str(customer_id))
+    own = customer_of(user=user).customer_id
+    if customer_id not in (None, "", own):
+        raise CustomerNotFound(str(customer_id))
+    return own
+
+
 def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
     if not lines:
         return {"lines": ["An order needs at least one line."]}
@@ -48,6 +89,8 @@ def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
             line_errors["sku"] = [f"Sku {line.sku!r} appears on more than one line."]
         if isinstance(line.quantity, bool) or not isinstance(line.quantity, int) or line.quantity < 1:
             line_errors["quantity"] = ["Must be a positive integer."]
+        elif line.quantity > MAX_QUANTITY:
+            line_errors["quantity"] = [f"Must be at most {MAX_QUANTITY}."]
         seen.add(line.sku)
         errors.append(line_errors)
     return {"lines": errors} if any(errors) else {}
@@ -123,8 +166,11 @@ def order_reject(*, order_id: str, reason: str) -> Order:
 
 
 @transaction.atomic
-def order_cancel(*, order_id: str) -> Order:
+def order_cancel(*, order_id: str, customer_id: str | None = None) -> Order:
+    """Cancel an order; with ``customer_id``, only that customer's (another's is not found)."""
     order = _locked(order_id)
+    if customer_id is not None and order.customer_id != customer_id:
+        raise OrderNotFound(order_id)
     if order.status not in Order.CANCELLABLE:
         raise OrderNotCancellable(order)
     previous = order.status

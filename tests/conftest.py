@@ -92,7 +92,7 @@ def mongo_db() -> Iterator[str]:
 
 @pytest.fixture
 def user(db):  # type: ignore[no-untyped-def]
-    return get_user_model().objects.create_user(username="customer", password="pw-customer")
+    return get_user_model().objects.create_user(username="alice", password="pw-alice")
 
 
 @pytest.fixture

@@ -38,14 +38,14 @@ def detail_url(event_id: str) -> str:
 
 
 @pytest.fixture
-def orders(api) -> list[dict]:
+def orders(staff_api) -> list[dict]:
     """Two orders placed through the API by alice and bob, confirmed by the real consumers."""
     stock_item_create(sku="A-1", name="Apple", quantity=10)
     pump()
     placed = []
     for customer in ("alice", "bob"):
         body = {"customer_id": customer, "lines": [{"sku": "A-1", "quantity": 1}]}
-        response = api.post(ORDERS, body, format="json")
+        response = staff_api.post(ORDERS, body, format="json")
         assert response.status_code == 202
         placed.append(response.json())
     pump()

@@ -26,8 +26,8 @@ def stock():
     pump()  # the orders app learns the sku from STOCK_ADDED
 
 
-def place_order(api: APIClient, *, customer: str = "alice", quantity: int = 1) -> dict:
-    response = api.post(
+def place_order(staff_api: APIClient, *, customer: str = "alice", quantity: int = 1) -> dict:
+    response = staff_api.post(
         ORDERS, {"customer_id": customer, "lines": [{"sku": "A-1", "quantity": quantity}]}, format="json"
     )
     assert response.status_code == 202
@@ -42,11 +42,11 @@ def consumers(event: dict) -> list[str]:
     return [item["consumer"] for item in event["processed_by"]]
 
 
-def test_an_orders_timeline_lists_its_events_in_order_with_producers_and_who_applied_them(api, stock):
-    order = place_order(api)
+def test_an_orders_timeline_lists_its_events_in_order_with_producers_and_who_applied_them(staff_api, stock):
+    order = place_order(staff_api)
     pump()
 
-    response = timeline(api, order["correlation_id"])
+    response = timeline(staff_api, order["correlation_id"])
 
     assert response.status_code == 200
     body = response.json()
@@ -80,35 +80,35 @@ def test_an_orders_timeline_lists_its_events_in_order_with_producers_and_who_app
     assert all(event["dead_letters"] == [] for event in body["events"])
 
 
-def test_another_transactions_events_stay_out_of_the_timeline(api, stock):
-    first, second = place_order(api), place_order(api, customer="bob")
+def test_another_transactions_events_stay_out_of_the_timeline(staff_api, stock):
+    first, second = place_order(staff_api), place_order(staff_api, customer="bob")
     pump()
 
-    events = timeline(api, second["correlation_id"]).json()["events"]
+    events = timeline(staff_api, second["correlation_id"]).json()["events"]
 
     assert {event["aggregate_id"] for event in events} == {second["id"]}
     assert first["id"] not in str(events)
 
 
-def test_an_event_not_yet_applied_shows_which_consumers_are_still_expected(api, stock):
-    order = place_order(api)
+def test_an_event_not_yet_applied_shows_which_consumers_are_still_expected(staff_api, stock):
+    order = place_order(staff_api)
     pump("projections")  # logged, but inventory has not reserved yet
 
-    [created] = timeline(api, order["correlation_id"]).json()["events"]
+    [created] = timeline(staff_api, order["correlation_id"]).json()["events"]
 
     assert created["type"] == "ORDER_CREATED"
     assert consumers(created) == ["projections"]
     assert created["consumers_expected"] == ["inventory", "projections"]
 
 
-def test_a_dead_letter_shows_under_the_logged_event_it_belongs_to(api, redis_client, stream):
+def test_a_dead_letter_shows_under_the_logged_event_it_belongs_to(staff_api, redis_client, stream):
     # A reservation for an order that does not exist: the log records it, the orders consumer gives up on it.
     with context.bind(correlation_id="corr-missing-order"):
         envelope = Envelope.wrap(StockReserved(order_id=str(uuid.uuid4()), lines=[], items=[]), aggregate_version=1)
     xadd(redis_client, stream, envelope)
     pump()
 
-    body = timeline(api, "corr-missing-order").json()
+    body = timeline(staff_api, "corr-missing-order").json()
 
     [event] = body["events"]
     assert event["id"] == envelope.id
@@ -125,8 +125,8 @@ def test_a_dead_letter_shows_under_the_logged_event_it_belongs_to(api, redis_cli
     assert body["dead_letters"] == []
 
 
-def test_an_invalid_event_of_the_transaction_is_listed_among_its_dead_letters(api, stock, redis_client, stream):
-    order = place_order(api)
+def test_an_invalid_event_of_the_transaction_is_listed_among_its_dead_letters(staff_api, stock, redis_client, stream):
+    order = place_order(staff_api)
     pump()
     # The order's own ORDER_CREATED as it travelled, under a new id and with a field of the wrong type.
     record = EventRecord.objects.get(correlation_id=order["correlation_id"], type="ORDER_CREATED")
@@ -144,7 +144,7 @@ def test_an_invalid_event_of_the_transaction_is_listed_among_its_dead_letters(ap
     xadd(redis_client, stream, broken)
     pump()
 
-    body = timeline(api, order["correlation_id"]).json()
+    body = timeline(staff_api, order["correlation_id"]).json()
 
     # It never reached the log, so it is not one of the events but a dead letter of the transaction.
     assert [e["type"] for e in body["events"]] == ["ORDER_CREATED", "STOCK_RESERVED", "ORDER_CONFIRMED"]
@@ -157,13 +157,13 @@ def test_an_invalid_event_of_the_transaction_is_listed_among_its_dead_letters(ap
         assert "lines must be a list" in dead_letter["error"]
 
 
-def test_a_transaction_known_only_by_its_dead_letters_is_found(api, redis_client, stream):
+def test_a_transaction_known_only_by_its_dead_letters_is_found(staff_api, redis_client, stream):
     with context.bind(correlation_id="corr-only-dead-letters"):
         envelope = Envelope.wrap(StockReserved(order_id=str(uuid.uuid4()), lines=[], items=[]), aggregate_version=1)
     xadd(redis_client, stream, Envelope.from_dict({**envelope.to_dict(), "data": {"order_id": 7}}))
     pump()
 
-    response = timeline(api, "corr-only-dead-letters")
+    response = timeline(staff_api, "corr-only-dead-letters")
 
     assert response.status_code == 200
     body = response.json()
@@ -172,33 +172,33 @@ def test_a_transaction_known_only_by_its_dead_letters_is_found(api, redis_client
     assert {d["group"] for d in body["dead_letters"]} == {"orders", "projections"}
 
 
-def test_an_unknown_correlation_id_gets_404(api):
-    response = timeline(api, str(uuid.uuid4()))
+def test_an_unknown_correlation_id_gets_404(staff_api):
+    response = timeline(staff_api, str(uuid.uuid4()))
 
     assert response.status_code == 404
     assert "nothing is known" in response.json()["detail"]
 
 
-def test_the_timeline_needs_an_authenticated_user(api, stock):
-    order = place_order(api)
+def test_the_timeline_needs_an_authenticated_user(staff_api, stock):
+    order = place_order(staff_api)
     pump()
 
     assert timeline(APIClient(), order["correlation_id"]).status_code == 401
 
 
-def test_the_timeline_is_browsable(api, stock):
-    order = place_order(api)
+def test_the_timeline_is_browsable(staff_api, stock):
+    order = place_order(staff_api)
     pump()
 
-    response = api.get(reverse("timeline", args=[order["correlation_id"]]), HTTP_ACCEPT="text/html")
+    response = staff_api.get(reverse("timeline", args=[order["correlation_id"]]), HTTP_ACCEPT="text/html")
 
     assert response.status_code == 200
     assert "text/html" in response["Content-Type"]
     assert "ORDER_CONFIRMED" in response.content.decode()
 
 
-def test_the_timeline_costs_two_relational_queries_not_one_per_event(api, stock, django_assert_num_queries):
-    order = place_order(api)
+def test_the_timeline_costs_two_relational_queries_not_one_per_event(staff_api, stock, django_assert_num_queries):
+    order = place_order(staff_api)
     pump()
 
     with django_assert_num_queries(2):  # the inbox and the dead letters; the events come from MongoDB
