@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PYTHONUNBUFFERED := 1
+# Every target here is a local development run (DJANGO_DEBUG defaults to off everywhere else).
+export DJANGO_DEBUG ?= true
 
 .PHONY: run run-dev test install services services-stop services-status migrate seed static lint clean
 

@@ -85,6 +85,7 @@ os.environ["MONGODB_URI"] = BASE_MONGODB_URI.rsplit("/", 1)[0] + f"/{MONGO_DB}"
 os.environ["EVENTING_STREAM"] = STREAM
 os.environ["EVENTING_EXTRA_HANDLER_MODULES"] = "bench.consumer_handlers"
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+os.environ.setdefault("DJANGO_DEBUG", "true")  # a local development run
 os.environ["LOG_LEVEL"] = "WARNING"
 
 import django  # noqa: E402

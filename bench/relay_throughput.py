@@ -48,6 +48,7 @@ else:
     os.environ["DATABASE_URL"] = f"sqlite:///{TMP.name}/bench.sqlite3"
 os.environ["EVENTING_STREAM"] = f"bench-relay-{TAG}"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DJANGO_DEBUG", "true")  # a local development run
 os.environ["LOG_LEVEL"] = "WARNING"
 
 import django  # noqa: E402

@@ -35,6 +35,7 @@ BASE_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/eventmono")
 MONGO_DB = f"bench_replay_{TAG}"
 os.environ["MONGODB_URI"] = BASE_URI.rsplit("/", 1)[0] + f"/{MONGO_DB}"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DJANGO_DEBUG", "true")  # a local development run
 os.environ["LOG_LEVEL"] = "WARNING"
 
 import django  # noqa: E402

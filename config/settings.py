@@ -21,7 +21,8 @@ if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
 
 # GENERAL
 # ------------------------------------------------------------------------------
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Off unless asked for: `make run` and `make test` ask (a local development run), nothing else does.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 TIME_ZONE = "UTC"
 USE_TZ = True
 LANGUAGE_CODE = "en-us"
@@ -38,6 +39,34 @@ if not DEBUG and SECRET_KEY in ("", _DEV_SECRET_KEY):
 
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a real secret when DJANGO_DEBUG is false")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# HTTPS. Without DEBUG every default is the secure one; each can be set from the environment.
+# Behind a proxy that terminates TLS, set DJANGO_SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https
+# (only if the proxy always sets or strips that header), or the redirect below never ends.
+SECURE_PROXY_SSL_HEADER = env.tuple("DJANGO_SECURE_PROXY_SSL_HEADER", default=None) or None
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# A day by default: long enough to count, short enough to back out of. Raise it (and set the two
+# below) once HTTPS is known to work for the domain and every subdomain.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 86_400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
+# Origins (scheme and host) whose forms may post to the admin, e.g. https://shop.example.com.
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# Error pages and mails mask the backing services' URLs too: they carry passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug.SecretsFilter"
+# `seed_demo` (local development only) gives its accounts these passwords, or generates them.
+DEMO_PASSWORD = env("DEMO_PASSWORD", default="")
+DEMO_CUSTOMER_PASSWORD = env("DEMO_CUSTOMER_PASSWORD", default="")
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # APPS
 # ------------------------------------------------------------------------------
@@ -188,6 +217,18 @@ MONGODB_TIMEOUT_MS = env.int("MONGODB_TIMEOUT_MS", default=5000)
 # seconds on a large event log (a rebuild's catch-up); MongoDB answers from an index.
 MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", default=60_000)
 
+# CACHES
+# ------------------------------------------------------------------------------
+# Only the API's throttles use the cache; Redis lets every web worker share their counts.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env("CACHE_URL", default=REDIS_URL),
+        "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="eventmono"),
+        "TIMEOUT": 300,
+    }
+}
+
 # DJANGO REST FRAMEWORK
 # ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -203,6 +244,15 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
+    # Per user (per address when signed out), counted in Redis so every web worker shares the count.
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # Guessing passwords: a person signs in a few times a minute at most.
+        "auth": env("DJANGO_THROTTLE_AUTH_RATE", default="10/min"),
+        # Placing, cancelling, stocking: twenty a second is far above a person and a sane script,
+        # and still stops a runaway client from flooding the bus. Reads are not throttled.
+        "write": env("DJANGO_THROTTLE_WRITE_RATE", default="1200/min"),
+    },
     "DEFAULT_PAGINATION_CLASS": "core.api.Pagination",
     "PAGE_SIZE": 50,
 }

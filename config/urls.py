@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path, register_converter
-from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.authtoken.views import ObtainAuthToken
 
 from core.converters import KeyConverter, SkuConverter
+from core.throttling import SignInRateThrottle
 from eventing.apis import EventLogApi, TimelineApi
 
 # Path parameters are bounded: a long or odd one is a 404 before any view or lookup runs.
@@ -11,7 +12,7 @@ register_converter(KeyConverter, "key")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/auth/token/", ObtainAuthToken.as_view(throttle_classes=[SignInRateThrottle]), name="api-token"),
     path("api/auth/", include("rest_framework.urls")),
     path("api/inventory/", include("inventory.urls")),
     path("api/orders/", include("orders.urls")),

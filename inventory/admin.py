@@ -1,19 +1,18 @@
 from django.contrib import admin
 
+from core.admin import ReadOnlyAdminMixin
 from inventory.models import Reservation, StockItem
 
 
+# Stock changes only through the services (and the API's restock), which emit the matching events.
 @admin.register(StockItem)
-class StockItemAdmin(admin.ModelAdmin):
+class StockItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[StockItem]):
     list_display = ["sku", "name", "on_hand", "reserved", "available", "version", "updated_at"]
     search_fields = ["sku", "name"]
-    # Counts change only through services, which emit the matching events.
-    readonly_fields = ["on_hand", "reserved", "version", "updated_at"]
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Reservation]):
     list_display = ["order_id", "status", "version", "created_at"]
     list_filter = ["status"]
     search_fields = ["order_id"]
-    readonly_fields = ["order_id", "status", "lines", "reason", "version", "created_at", "updated_at"]

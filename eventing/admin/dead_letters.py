@@ -15,8 +15,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyAdminMixin
 from core.exceptions import InvalidInput
-from eventing.admin.records import ReadOnlyAdminMixin
 from eventing.models import DeadLetter, DeadLetterAction
 from eventing.selectors import (
     dead_letter_payload_pretty,

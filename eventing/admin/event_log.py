@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 
-from eventing.admin.records import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 from eventing.contract.events import registered_event_types
 from eventing.models import EventLogEntry
 from eventing.selectors import (

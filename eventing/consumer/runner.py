@@ -35,7 +35,7 @@ from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Next, RetryPolic
 from eventing.contract import context
 from eventing.contract.consumers import consumer_names
 from eventing.contract.envelope import Envelope
-from eventing.transport.client import redact_url
+from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, redact_url
 from eventing.transport.relay import publishing_batch
 
 logger = logging.getLogger(__name__)
@@ -299,6 +299,8 @@ class StreamConsumer:
                             return
                         stop.wait(wait)
                     self.set_ready(True)
+            except CREDENTIAL_ERRORS as exc:
+                raise ConsumerError(credentials_refused(exc)) from exc
             except RETRY_LOOP_ERRORS as exc:
                 backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
                 self.set_ready(False, f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
+from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
+
+# Redis refusing this process's credentials (a wrong password, an ACL user without the rights it
+# needs). Retrying cannot help, so processes stop with a clear error instead of backing off
+# forever. Caught before redis.ConnectionError, of which AuthenticationError is a kind.
+CREDENTIAL_ERRORS: tuple[type[redis.RedisError], ...] = (
+    redis.AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+)
 
 
 @cache
@@ -21,6 +31,14 @@ def _client(url: str, socket_timeout: float | None) -> redis.Redis:
 def get_redis(*, socket_timeout: float | None = 10.0) -> redis.Redis:
     """A shared client. Blocking readers pass a timeout above their BLOCK time."""
     return _client(settings.REDIS_URL, socket_timeout)
+
+
+def credentials_refused(exc: redis.RedisError) -> str:
+    """What to tell an operator whose REDIS_URL Redis refuses, without its password."""
+    return (
+        f"Redis at {redact_url(settings.REDIS_URL)} refused this process's credentials ({exc}); "
+        "fix the user and password in REDIS_URL, or the user's ACL rules. Not retrying."
+    )
 
 
 def redact_url(url: str) -> str:

@@ -20,7 +20,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from eventing.models import OutboxEvent
-from eventing.transport.client import get_redis
+from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, get_redis, redact_url
 from eventing.transport.retention import PrunePass
 from eventing.transport.trim import trim_streams
 
@@ -202,7 +202,7 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
             if not connected:
                 client.ping()
                 connected = True
-                logger.info("relay publishing to %s", settings.REDIS_URL)
+                logger.info("relay publishing to %s", redact_url(settings.REDIS_URL))
                 _check_restart(client, batch_size)
             published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace)
             if time.monotonic() >= next_trim and not once:
@@ -211,9 +211,11 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
                 streams = {settings.EVENTING_STREAM, *OutboxEvent.objects.values_list("stream", flat=True).distinct()}
                 for stream in sorted(streams):
                     trim_streams(client, stream)
+        except CREDENTIAL_ERRORS as exc:
+            raise RelayError(credentials_refused(exc)) from exc
         except redis.RedisError as exc:
             if once:
-                raise RelayError(f"cannot reach Redis at {settings.REDIS_URL}: {exc}") from exc
+                raise RelayError(f"cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from exc
             connected = False
             backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
             logger.error("relay cannot reach Redis (%s); retrying in %.1fs", exc, backoff)

@@ -163,6 +163,11 @@ class System:
             "DJANGO_SUPERUSER_PASSWORD": self.password,
             "DJANGO_SUPERUSER_EMAIL": "e2e@example.com",
             "WEB_CONCURRENCY": "2",  # gunicorn workers: parallel requests, without a pool per core per system
+            "DJANGO_DEBUG": "true",  # a local run, as `make run` is
+            # Load and fault runs send far more orders per second from one user than the write limit lets a
+            # client; its own test (tests/test_security.py) checks the limit.
+            "DJANGO_THROTTLE_WRITE_RATE": "1000000/s",
+            "CACHE_KEY_PREFIX": f"e2e-{tag}",
             **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

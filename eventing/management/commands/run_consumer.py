@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from eventing.consumer.runner import ConsumerError, StreamConsumer
 from eventing.contract import consumers as registry
 from eventing.readside.event_log import logged_before
+from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused
 
 
 class Command(BaseCommand):
@@ -58,9 +59,11 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        if options["from_beginning"]:
-            try:
+        try:
+            if options["from_beginning"]:
                 consumer.catch_up_from_log(stop, history=logged_before)
-            except ConsumerError as exc:
-                raise CommandError(str(exc)) from None
-        consumer.run(stop=stop)
+            consumer.run(stop=stop)
+        except ConsumerError as exc:
+            raise CommandError(str(exc)) from None
+        except CREDENTIAL_ERRORS as exc:
+            raise CommandError(credentials_refused(exc)) from None

@@ -4,7 +4,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventing.transport.client import get_redis
+from eventing.transport.client import get_redis, redact_url
 from eventing.transport.trim import trim_streams
 
 
@@ -21,6 +21,6 @@ class Command(BaseCommand):
         try:
             removed = trim_streams(get_redis(), stream)
         except redis.RedisError as exc:
-            raise CommandError(f"cannot trim {stream} at {settings.REDIS_URL}: {exc}") from None
+            raise CommandError(f"cannot trim {stream} at {redact_url(settings.REDIS_URL)}: {exc}") from None
         for name, count in removed.items():
             self.stdout.write(f"{name}: trimmed {count} entr{'y' if count == 1 else 'ies'}")
