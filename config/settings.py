@@ -56,6 +56,10 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Probes and scrapers talk plain HTTP inside the network; everything else is sent to HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# What Prometheus sends as a bearer token to scrape /metrics (staff users may read it too).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
 # Error pages and mails mask the backing services' URLs too: they carry passwords.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug.SecretsFilter"
 # `seed_demo` (local development only) gives its accounts these passwords, or generates them.

@@ -5,12 +5,16 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from core.converters import KeyConverter, SkuConverter
 from core.throttling import SignInRateThrottle
 from eventing.apis import EventLogApi, TimelineApi
+from eventing.monitoring import views as monitoring
 
 # Path parameters are bounded: a long or odd one is a 404 before any view or lookup runs.
 register_converter(SkuConverter, "sku")
 register_converter(KeyConverter, "key")
 
 urlpatterns = [
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("readyz", monitoring.readyz, name="readyz"),
+    path("metrics", monitoring.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/auth/token/", ObtainAuthToken.as_view(throttle_classes=[SignInRateThrottle]), name="api-token"),
     path("api/auth/", include("rest_framework.urls")),

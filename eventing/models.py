@@ -139,3 +139,19 @@ class EventLogEntry(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class BusStatusPage(models.Model):
+    """Only the admin's entry point for the bus status page (eventing.monitoring.status): streams, groups,
+    lag, pending entries, consumers and dead letters. Unmanaged, with no table, like EventLogEntry."""
+
+    id = models.CharField(primary_key=True, max_length=1)
+
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        verbose_name = "bus status"
+        verbose_name_plural = "bus status"
+
+    def __str__(self) -> str:
+        return "bus status"
