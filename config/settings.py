@@ -264,15 +264,30 @@ REST_FRAMEWORK = {
 # LOGGING
 # ------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+# `plain` for people (the default), `json` for a log pipeline: one object per line with the correlation
+# id, the trace and span ids and the event id.
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation_id": {"()": "eventing.contract.context.CorrelationIdFilter"}},
+    "filters": {
+        "correlation_id": {"()": "eventing.contract.context.CorrelationIdFilter"},
+        "trace_context": {"()": "eventing.monitoring.logs.TraceContextFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s"},
+        "json": {"()": "eventing.monitoring.logs.JsonLogFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["correlation_id"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["correlation_id", "trace_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
