@@ -39,15 +39,21 @@ seed: migrate
 static: install
 	$(PY) manage.py collectstatic --noinput
 
+# Every process of a run writes its metrics here and the web server's /metrics adds them up
+# (prometheus-client's multiprocess mode); emptied at each start.
+METRICS_DIR := $(CURDIR)/.services/metrics
+
 ## Web server (gunicorn), outbox relay and every consumer in the foreground; Ctrl-C stops them all.
 run: seed static
-	@echo "API on http://127.0.0.1:$${PORT:-8000}/api/ (admin: /admin/). Ctrl-C stops everything."
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $${PORT:-8000}
+	@echo "API on http://127.0.0.1:$${PORT:-8000}/api/ (admin: /admin/, metrics: /metrics). Ctrl-C stops everything."
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $${PORT:-8000}
 
 ## The same with Django's development server in place of gunicorn (the Procfile's WEB_COMMAND).
 run-dev: seed
 	@echo "API on http://127.0.0.1:$${PORT:-8000}/api/ (runserver). Ctrl-C stops everything."
-	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_COMMAND="python manage.py runserver --noreload 127.0.0.1:$${PORT:-8000}" \
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) PATH="$(CURDIR)/$(BIN):$$PATH" WEB_COMMAND="python manage.py runserver --noreload 127.0.0.1:$${PORT:-8000}" \
 		$(BIN)/honcho start --port $${PORT:-8000}
 
 ## The whole suite against the real Redis and FerretDB that `services` starts.

@@ -44,3 +44,13 @@ access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms [%({x-correlation-i
 # The control socket (gunicornc) defaults to one path per user, which every
 # gunicorn on the machine would take from the others (tests run several).
 control_socket_disable = True
+
+
+# METRICS
+# ------------------------------------------------------------------------------
+def child_exit(server: object, worker: object) -> None:
+    """A worker's gauges stop counting when it exits (prometheus-client's multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

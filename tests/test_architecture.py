@@ -7,7 +7,8 @@
   root (apis, admin, selectors, services, catalog, middleware, management). A
   layer imports only the layers below it; readside and consumer do not import
   each other. `eventing.models` sits just above the contract (Django wants it
-  at the root, and it needs only the contract's reason labels).
+  at the root, and it needs only the contract's reason labels), and so does
+  `eventing.telemetry` (metrics and tracing instruments, used by the layers above).
 - `eventing` never imports the project's `config`, nor a domain app; `core`
   imports neither `eventing`, the apps nor `config`.
 """
@@ -24,6 +25,7 @@ DOMAIN_APPS = ["orders", "inventory"]
 LAYERS = {
     "eventing.contract": 0,
     "eventing.models": 1,
+    "eventing.telemetry": 1,
     "eventing.transport": 2,
     "eventing.readside": 3,
     "eventing.consumer": 3,

@@ -83,7 +83,8 @@ def test_streams_exits_non_zero_when_a_threshold_is_crossed(backlog, option, bre
     with pytest.raises(CommandError, match="thresholds crossed") as crossed:
         call_command("streams", *option)
     assert breach in str(crossed.value)
-    call_command("streams", "--max-lag", "5", "--max-dead-letters", "1")  # at the limits (groups not made yet lag by the whole stream): fine
+    # At the limits, fine (a group not made yet lags by the whole stream).
+    call_command("streams", "--max-lag", "5", "--max-dead-letters", "1")
 
 
 def test_streams_refuses_a_negative_threshold():
