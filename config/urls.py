@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, register_converter
-from rest_framework.authtoken.views import obtain_auth_token
 
+from core.auth import TokenApi
 from core.converters import KeyConverter, SkuConverter
 from eventing.apis import EventLogApi, TimelineApi
 
@@ -11,7 +11,7 @@ register_converter(KeyConverter, "key")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/auth/token/", TokenApi.as_view(), name="api-token"),
     path("api/auth/", include("rest_framework.urls")),
     path("api/inventory/", include("inventory.urls")),
     path("api/orders/", include("orders.urls")),
