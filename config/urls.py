@@ -2,12 +2,12 @@ from django.contrib import admin
 from django.urls import include, path, register_converter
 
 from core.auth import TokenApi
-from core.converters import KeyConverter, SkuConverter
-from eventing.apis import EventLogApi, TimelineApi
+from core.converters import SkuConverter
+from eventing.apis import CorrelationIdConverter, EventLogApi, TimelineApi
 
 # Path parameters are bounded: a long or odd one is a 404 before any view or lookup runs.
 register_converter(SkuConverter, "sku")
-register_converter(KeyConverter, "key")
+register_converter(CorrelationIdConverter, "correlation_id")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,5 +16,5 @@ urlpatterns = [
     path("api/inventory/", include("inventory.urls")),
     path("api/orders/", include("orders.urls")),
     path("api/events/", EventLogApi.as_view(), name="events"),
-    path("api/timeline/<key:correlation_id>/", TimelineApi.as_view(), name="timeline"),
+    path("api/timeline/<correlation_id:correlation_id>/", TimelineApi.as_view(), name="timeline"),
 ]

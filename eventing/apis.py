@@ -7,7 +7,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import paginated_response
+from core.converters import BoundedConverter
 from core.exceptions import NotFound
+from eventing.contract.context import CORRELATION_ID_REGEX
 from eventing.models import DeadLetter
 from eventing.selectors import event_log_list, timeline_get
 
@@ -54,6 +56,13 @@ class EventLogApi(APIView):
             event_type=params.get("type"),
         )
         return paginated_response(queryset=records, serializer_class=self.OutputSerializer, request=request, view=self)
+
+
+class CorrelationIdConverter(BoundedConverter):
+    """A correlation id in a path: what the middleware accepts as one. Anything else was never a correlation
+    id (and a NUL byte would fail PostgreSQL's lookup of the dead letters): a 404 before the view."""
+
+    regex = CORRELATION_ID_REGEX
 
 
 # The timeline's nested parts live at module level: a class body cannot see its sibling nested classes.
