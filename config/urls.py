@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.auth import TokenApi
 from core.converters import SkuConverter
@@ -17,4 +18,6 @@ urlpatterns = [
     path("api/orders/", include("orders.urls")),
     path("api/events/", EventLogApi.as_view(), name="events"),
     path("api/timeline/<correlation_id:correlation_id>/", TimelineApi.as_view(), name="timeline"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

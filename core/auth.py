@@ -1,8 +1,16 @@
 """Obtaining an API token."""
 
-from rest_framework import parsers
-from rest_framework.authtoken.views import ObtainAuthToken
+from typing import Any
 
+from drf_spectacular.utils import extend_schema
+from rest_framework import parsers, serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.openapi import CSRF_ONLY, UNAUTHENTICATED, bad_request
 from core.parsers import JSONParser
 
 
@@ -11,3 +19,23 @@ class TokenApi(ObtainAuthToken):
 
     # DRF's view, with the project's JSON parser: DRF's own let a deeply nested body through as a 500.
     parser_classes = (parsers.FormParser, parsers.MultiPartParser, JSONParser)
+    # DRF's view has none, which allows anyone as well; this one tells the schema that no credentials are needed.
+    permission_classes = (AllowAny,)
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        summary="Get the API token of a user",
+        description="The user's token, made on first request; the same token every time after.",
+        request=AuthTokenSerializer,
+        responses={
+            200: OutputSerializer,
+            400: bad_request("A missing field, or a username and password that do not sign in."),
+            401: UNAUTHENTICATED,
+            403: CSRF_ONLY,
+        },
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
