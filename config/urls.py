@@ -10,6 +10,9 @@ from eventing.apis import CorrelationIdConverter, EventLogApi, TimelineApi
 register_converter(SkuConverter, "sku")
 register_converter(CorrelationIdConverter, "correlation_id")
 
+# An unmatched URL under /api/ answers JSON like the views do.
+handler404 = "core.exceptions.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/token/", TokenApi.as_view(), name="api-token"),

@@ -93,6 +93,8 @@ def test_restocking_past_a_billion_on_hand_is_a_400(staff_api, stock):
         f"{ORDERS}{'1' * 300}/",
     ],
 )
-def test_an_over_long_or_malformed_path_parameter_is_a_404(staff_api, url):
+def test_an_over_long_or_malformed_path_parameter_is_a_json_404(staff_api, url):
     method = staff_api.post if url.endswith("restock/") else staff_api.get
-    assert method(url, {"quantity": 1}, format="json").status_code == 404
+    response = method(url, {"quantity": 1}, format="json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
