@@ -48,7 +48,8 @@ class Pagination(PageNumberPagination):
 def paginated_response(
     *, queryset: Any, serializer_class: type[serializers.Serializer[Any]], request: Request, view: APIView
 ) -> Response:
-    """One page of ``queryset``, serialized, with count and next/previous links."""
-    paginator = Pagination()
+    """One page of ``queryset``, serialized, with count and next/previous links, paged by the view's
+    ``pagination_class`` (which also tells the OpenAPI schema that the view pages)."""
+    paginator: Pagination = getattr(view, "pagination_class", Pagination)()
     page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)

@@ -2,10 +2,10 @@
 before any view or lookup runs."""
 
 
-class SkuConverter:
-    """A sku in a path: what stock creation accepts (at most 64 characters); anything else is a 404."""
+class BoundedConverter:
+    """A path parameter of the characters and length ``regex`` allows, passed to the view as it is."""
 
-    regex = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+    regex: str
 
     def to_python(self, value: str) -> str:
         return value
@@ -14,7 +14,7 @@ class SkuConverter:
         return value
 
 
-class KeyConverter(SkuConverter):
-    """An opaque key in a path, such as a correlation id: one path segment of at most 128 characters."""
+class SkuConverter(BoundedConverter):
+    """A sku in a path: what stock creation accepts (at most 64 characters); anything else is a 404."""
 
-    regex = "[^/]{1,128}"
+    regex = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"

@@ -1,13 +1,17 @@
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import paginated_response
+from core.api import Pagination, paginated_response
+from core.converters import BoundedConverter
 from core.exceptions import NotFound
+from core.openapi import PAGE_NOT_FOUND, STAFF_ONLY, UNAUTHENTICATED, LinkedResponse, bad_request, error, link
+from eventing.contract.context import CORRELATION_ID_REGEX
 from eventing.models import DeadLetter
 from eventing.selectors import event_log_list, timeline_get
 
@@ -17,6 +21,7 @@ class EventLogApi(APIView):
     Staff only: the log holds every customer's events."""
 
     permission_classes = [IsAdminUser]
+    pagination_class = Pagination
 
     class FilterSerializer(serializers.Serializer[Any]):
         correlation_id = serializers.CharField(required=False, max_length=128)
@@ -42,8 +47,31 @@ class EventLogApi(APIView):
         aggregate_id = serializers.CharField()
         aggregate_version = serializers.IntegerField()
         data = serializers.DictField()  # type: ignore[assignment]  # the event payload, not Serializer.data
-        stream_entry_id = serializers.CharField()
+        stream_entry_id = serializers.CharField(allow_null=True)
 
+    @extend_schema(
+        operation_id="events_list",
+        summary="List a transaction's or an aggregate's events (staff)",
+        description="From the event log, oldest first: an event is listed once the projections consumer logged it.",
+        parameters=[FilterSerializer],
+        responses={
+            200: LinkedResponse(
+                OutputSerializer(many=True),
+                "One page of the events.",
+                links={
+                    "Timeline": link(
+                        "timeline_get",
+                        "The transaction of the first event.",
+                        correlation_id="$response.body#/results/0/correlation_id",
+                    )
+                },
+            ),
+            400: bad_request("Neither correlation_id nor aggregate_id, or one too long."),
+            401: UNAUTHENTICATED,
+            403: STAFF_ONLY,
+            404: error(PAGE_NOT_FOUND),
+        },
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -54,6 +82,13 @@ class EventLogApi(APIView):
             event_type=params.get("type"),
         )
         return paginated_response(queryset=records, serializer_class=self.OutputSerializer, request=request, view=self)
+
+
+class CorrelationIdConverter(BoundedConverter):
+    """A correlation id in a path: what the middleware accepts as one. Anything else was never a correlation
+    id (and a NUL byte would fail PostgreSQL's lookup of the dead letters): a 404 before the view."""
+
+    regex = CORRELATION_ID_REGEX
 
 
 # The timeline's nested parts live at module level: a class body cannot see its sibling nested classes.
@@ -109,6 +144,17 @@ class TimelineApi(APIView):
         events = TimelineEventSerializer(many=True)
         dead_letters = TimelineDeadLetterSerializer(many=True)
 
+    @extend_schema(
+        operation_id="timeline_get",
+        summary="Get a transaction's timeline (staff)",
+        tags=["events"],
+        responses={
+            200: OutputSerializer,
+            401: UNAUTHENTICATED,
+            403: STAFF_ONLY,
+            404: error("Nothing is known about the correlation id: no logged event, no dead letter."),
+        },
+    )
     def get(self, request: Request, correlation_id: str) -> Response:
         timeline = timeline_get(correlation_id=correlation_id)
         if timeline is None:

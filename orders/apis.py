@@ -1,16 +1,34 @@
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import PositiveQuantityField, paginated_response
+from core.api import Pagination, PositiveQuantityField, paginated_response
 from core.exceptions import InvalidInput, NotFound
+from core.openapi import (
+    CSRF_ONLY,
+    NO_CUSTOMER_ID,
+    PAGE_NOT_FOUND,
+    UNAUTHENTICATED,
+    LinkedResponse,
+    bad_request,
+    error,
+    link,
+)
 from eventing.contract.context import get_correlation_id
+from orders.models import Order
 from orders.selectors import customer_order_list, order_view_get
 from orders.services import MAX_LINES, OrderLineIn, customer_scope, order_cancel, order_place
+
+# The view is written by the projections consumer once the order's events arrive: until then, and for
+# another customer's order, a read is a 404.
+NOT_IN_VIEW = "No such order, another customer's, or not in the order view yet (a just-placed order, for a moment)."
+ANOTHER_CUSTOMER = "A customer named another customer's id."
 
 
 def _required_customer(request: Request, customer_id: str | None) -> str:
@@ -20,11 +38,36 @@ def _required_customer(request: Request, customer_id: str | None) -> str:
     return scope
 
 
+class OrderAcceptedSerializer(serializers.Serializer[Any]):
+    """A write the order accepted; the views catch up with it asynchronously."""
+
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Order.Status.choices)
+    correlation_id = serializers.CharField(help_text="The request's correlation id: its events in /api/events/.")
+
+
+def _accepted(order: Order) -> dict[str, Any]:
+    return OrderAcceptedSerializer(
+        {"id": order.id, "status": order.status, "correlation_id": get_correlation_id()}
+    ).data
+
+
+# Where a client goes from an order id; each link names how the source response carries it.
+def _order_links(order_id: str) -> dict[str, Any]:
+    return {
+        "GetOrder": link("order_get", "The order, once it is in the order view.", order_id=order_id),
+        "CancelOrder": link("order_cancel", "Cancel the order.", order_id=order_id),
+        "OrderEvents": link("events_list", "The order's logged events (staff).", aggregate_id=order_id),
+    }
+
+
 class OrderListCreateApi(APIView):
     """A customer places and lists their own orders; staff name the customer they act for."""
 
-    class InputSerializer(serializers.Serializer):
-        class LineSerializer(serializers.Serializer):
+    pagination_class = Pagination
+
+    class InputSerializer(serializers.Serializer[Any]):
+        class LineSerializer(serializers.Serializer[Any]):
             sku = serializers.CharField(max_length=64)
             quantity = PositiveQuantityField()
 
@@ -33,19 +76,36 @@ class OrderListCreateApi(APIView):
         )
         lines = LineSerializer(many=True, allow_empty=False, max_length=MAX_LINES)  # type: ignore[call-arg]  # ListSerializer takes it
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         customer_id = serializers.CharField(
             max_length=64, required=False, help_text="Staff: whose orders. A customer gets their own."
         )
 
-    class OutputSerializer(serializers.Serializer):
-        id = serializers.CharField()
+    class OutputSerializer(serializers.Serializer[Any]):
+        id = serializers.UUIDField()
         customer_id = serializers.CharField()
-        status = serializers.CharField()
+        status = serializers.ChoiceField(choices=Order.Status.choices)
         placed_at = serializers.DateTimeField()
         line_count = serializers.IntegerField()
         total_quantity = serializers.IntegerField()
 
+    @extend_schema(
+        operation_id="orders_list",
+        summary="List a customer's orders",
+        description="Newest first, from the customer's order listing (a view: an order shows up once projected).",
+        parameters=[FilterSerializer],
+        responses={
+            200: LinkedResponse(
+                OutputSerializer(many=True),
+                "One page of the customer's orders.",
+                links=_order_links("$response.body#/results/0/id"),
+            ),
+            400: bad_request("Staff named no customer_id, or it is too long."),
+            401: UNAUTHENTICATED,
+            404: error(f"{ANOTHER_CUSTOMER} Or {PAGE_NOT_FOUND}"),
+            409: NO_CUSTOMER_ID,
+        },
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -57,6 +117,37 @@ class OrderListCreateApi(APIView):
             view=self,
         )
 
+    @extend_schema(
+        operation_id="orders_place",
+        summary="Place an order",
+        description=(
+            f"Accepted as PENDING; the inventory then confirms or rejects it asynchronously. 1 to {MAX_LINES} lines, "
+            "one per sku, each of a known sku."
+        ),
+        request=InputSerializer,
+        responses={
+            202: LinkedResponse(
+                OrderAcceptedSerializer,
+                "Accepted: the order is PENDING.",
+                links=_order_links("$response.body#/id"),
+            ),
+            400: bad_request("A field breaks a rule (an unknown sku, a sku twice, a quantity out of range, …)."),
+            401: UNAUTHENTICATED,
+            403: CSRF_ONLY,
+            404: error(ANOTHER_CUSTOMER),
+            409: NO_CUSTOMER_ID,
+        },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                OpenApiParameter.HEADER,
+                required=True,
+                response=[202],
+                description="The order's URL.",
+            )
+        ],
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -68,29 +159,46 @@ class OrderListCreateApi(APIView):
         )
         location = reverse("orders:detail", kwargs={"order_id": order.id})
         return Response(
-            {"id": str(order.id), "status": order.status, "correlation_id": get_correlation_id()},
+            _accepted(order),
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": request.build_absolute_uri(location)},
         )
 
 
 class OrderDetailApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        class HistorySerializer(serializers.Serializer):
-            status = serializers.CharField()
+    class OutputSerializer(serializers.Serializer[Any]):
+        class LineSerializer(serializers.Serializer[Any]):
+            sku = serializers.CharField()
+            quantity = serializers.IntegerField()
+
+        class HistorySerializer(serializers.Serializer[Any]):
+            status = serializers.ChoiceField(choices=Order.Status.choices)
             at = serializers.DateTimeField()
             version = serializers.IntegerField()
 
-        id = serializers.CharField()
+        id = serializers.UUIDField()
         customer_id = serializers.CharField()
-        status = serializers.CharField()
-        lines = serializers.ListField(child=serializers.DictField())
-        reason = serializers.CharField()
-        placed_at = serializers.DateTimeField()
+        status = serializers.ChoiceField(choices=Order.Status.choices)
+        lines = LineSerializer(many=True, help_text="Empty until the view has the order's ORDER_CREATED.")
+        reason = serializers.CharField(help_text="Why it was rejected or cancelled; empty otherwise.")
+        placed_at = serializers.DateTimeField(
+            allow_null=True, help_text="Null until the view has the order's ORDER_CREATED (events may overtake it)."
+        )
         updated_at = serializers.DateTimeField()
         history = HistorySerializer(source="sorted_history", many=True)
         version = serializers.IntegerField()
 
+    @extend_schema(
+        operation_id="order_get",
+        summary="Get an order",
+        description="From the order view, which the projections consumer writes shortly after each of its events.",
+        responses={
+            200: OutputSerializer,
+            401: UNAUTHENTICATED,
+            404: error(NOT_IN_VIEW),
+            409: NO_CUSTOMER_ID,
+        },
+    )
     def get(self, request: Request, order_id: str) -> Response:
         view = order_view_get(order_id=str(order_id), customer_id=customer_scope(user=request.user))
         if view is None:
@@ -99,9 +207,23 @@ class OrderDetailApi(APIView):
 
 
 class OrderCancelApi(APIView):
+    @extend_schema(
+        operation_id="order_cancel",
+        summary="Cancel an order",
+        description="A PENDING or CONFIRMED order is cancelled at once; the inventory releases its stock afterwards.",
+        request=None,
+        responses={
+            202: LinkedResponse(
+                OrderAcceptedSerializer,
+                "Cancelled: the order is CANCELLED.",
+                links={"GetOrder": link("order_get", "The order.", order_id="$request.path.order_id")},
+            ),
+            401: UNAUTHENTICATED,
+            403: CSRF_ONLY,
+            404: error("No such order, or another customer's."),
+            409: error("The order is REJECTED or CANCELLED already. Or: " + NO_CUSTOMER_ID.description),
+        },
+    )
     def post(self, request: Request, order_id: str, **kwargs: Any) -> Response:
         order = order_cancel(order_id=str(order_id), customer_id=customer_scope(user=request.user))
-        return Response(
-            {"id": str(order.id), "status": order.status, "correlation_id": get_correlation_id()},
-            status=status.HTTP_202_ACCEPTED,
-        )
+        return Response(_accepted(order), status=status.HTTP_202_ACCEPTED)

@@ -35,7 +35,7 @@ def post_raw(client, url: str, body: bytes):
     ids=["nested-arrays", "nested-objects", "malformed", "not-utf8", "empty"],
 )
 def test_an_unparseable_body_is_a_400(staff_api, body):
-    for url in (ORDERS, ITEMS, f"{ITEMS}A-1/restock/"):
+    for url in (ORDERS, ITEMS, f"{ITEMS}A-1/restock/", "/api/auth/token/"):
         response = post_raw(staff_api, url, body)
         assert response.status_code == 400, (url, response.content[:200])
         assert "detail" in response.json() or response.json()
@@ -88,9 +88,13 @@ def test_restocking_past_a_billion_on_hand_is_a_400(staff_api, stock):
         f"{ITEMS}{'A' * 10_000}/restock/",
         f"{ITEMS}-dash/",
         f"/api/timeline/{'c' * 129}/",
+        "/api/timeline/a%00b/",  # a NUL byte failed PostgreSQL's lookup of the dead letters: a 500
+        "/api/timeline/not%20a%20correlation%20id/",
         f"{ORDERS}{'1' * 300}/",
     ],
 )
-def test_an_over_long_or_malformed_path_parameter_is_a_404(staff_api, url):
+def test_an_over_long_or_malformed_path_parameter_is_a_json_404(staff_api, url):
     method = staff_api.post if url.endswith("restock/") else staff_api.get
-    assert method(url, {"quantity": 1}, format="json").status_code == 404
+    response = method(url, {"quantity": 1}, format="json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}

@@ -15,8 +15,9 @@ from contextvars import ContextVar
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 
-# Ids taken from a request header must be safe to log and to index.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Ids taken from a request header must be safe to log and to index. The timeline's URL takes the same.
+CORRELATION_ID_REGEX = "[A-Za-z0-9._:-]{1,128}"
+_VALID_ID = re.compile(CORRELATION_ID_REGEX)
 
 
 def new_correlation_id() -> str:
@@ -25,7 +26,7 @@ def new_correlation_id() -> str:
 
 def valid_correlation_id(value: str | None) -> str | None:
     """The header value if it is usable as a correlation id, else None."""
-    if value and _VALID_ID.match(value):
+    if value and _VALID_ID.fullmatch(value):
         return value
     return None
 
