@@ -7,6 +7,8 @@ from rest_framework.views import APIView
 
 from core.api import paginated_response
 from core.exceptions import NotFound
+from eventing.contract.context import MAX_ID_LENGTH
+from eventing.contract.events import MAX_TYPE_LENGTH
 from eventing.models import DeadLetter
 from eventing.selectors import event_log_list, timeline_get
 
@@ -15,9 +17,9 @@ class EventLogApi(APIView):
     """One business transaction's or one aggregate's logged events, oldest first, optionally of one type."""
 
     class FilterSerializer(serializers.Serializer[Any]):
-        correlation_id = serializers.CharField(required=False, max_length=128)
-        aggregate_id = serializers.CharField(required=False, max_length=128)
-        type = serializers.CharField(required=False, max_length=100)
+        correlation_id = serializers.CharField(required=False, max_length=MAX_ID_LENGTH)
+        aggregate_id = serializers.CharField(required=False, max_length=MAX_ID_LENGTH)
+        type = serializers.CharField(required=False, max_length=MAX_TYPE_LENGTH)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             # Each is the key of an index of the log; the whole log is never filtered.

@@ -1,6 +1,8 @@
 from django.db import models
 
+from eventing.contract.context import MAX_ID_LENGTH
 from eventing.contract.errors import DeadLetterReason
+from eventing.contract.events import MAX_TYPE_LENGTH
 
 
 class OutboxEvent(models.Model):
@@ -10,7 +12,7 @@ class OutboxEvent(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField(unique=True)
-    event_type = models.CharField(max_length=100)
+    event_type = models.CharField(max_length=MAX_TYPE_LENGTH)
     stream = models.CharField(max_length=200)
     payload = models.TextField(help_text="The envelope as JSON.")
     occurred_at = models.DateTimeField()
@@ -67,7 +69,7 @@ class DeadLetter(models.Model):
     stream = models.CharField(max_length=200)
     entry_id = models.CharField(max_length=40)
     event_id = models.CharField(max_length=64, blank=True, db_index=True)
-    event_type = models.CharField(max_length=100, blank=True)
+    event_type = models.CharField(max_length=MAX_TYPE_LENGTH, blank=True)
     consumer_group = models.CharField(max_length=100)
     handler = models.CharField(max_length=300, blank=True)
     reason = models.CharField(max_length=32, choices=Reason.choices)
@@ -78,7 +80,7 @@ class DeadLetter(models.Model):
     error_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     payload = models.TextField(help_text="The stream entry's fields as JSON, exactly as read.")
-    correlation_id = models.CharField(max_length=128, blank=True, db_index=True)
+    correlation_id = models.CharField(max_length=MAX_ID_LENGTH, blank=True, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     dead_letter_entry_id = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
