@@ -27,8 +27,9 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "aggregate_version": int,
     "data": dict,
 }
-# The longest value of each text field: what lands in a column, an index or a log line as it is.
-_MAX_LENGTHS = {
+# The longest value of each text field: what lands in a column, an index or a log line as it is
+# (the envelope's JSON Schema states them too).
+FIELD_MAX_LENGTHS = {
     "id": MAX_ID_LENGTH,
     "type": MAX_TYPE_LENGTH,
     "occurred_at": MAX_ID_LENGTH,
@@ -127,9 +128,9 @@ class Envelope:
                 raise InvalidEvent(f"envelope field {name!r} has the wrong type {type(value).__name__}")
             if isinstance(value, int) and value not in _INT64:
                 raise InvalidEvent(f"envelope field {name!r} is out of the 64-bit range")
-            if isinstance(value, str) and len(value) > _MAX_LENGTHS[name]:
+            if isinstance(value, str) and len(value) > FIELD_MAX_LENGTHS[name]:
                 raise OversizeEvent(
-                    f"envelope field {name!r} is {len(value)} characters long, over the {_MAX_LENGTHS[name]} limit"
+                    f"envelope field {name!r} is {len(value)} characters long, over the {FIELD_MAX_LENGTHS[name]} limit"
                 )
         try:
             event_id = str(uuid.UUID(doc["id"]))
