@@ -1,3 +1,9 @@
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
 from django.db import models
 
 from eventing.contract.context import MAX_ID_LENGTH
@@ -99,6 +105,41 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer_group}: {self.event_type or '?'} {self.event_id or self.entry_id} ({self.reason})"
+
+    @staticmethod
+    def payload_of(fields: Mapping[bytes, bytes]) -> str:
+        """A stream entry's fields as ``payload``: a JSON object of name: value, each a string where its
+        bytes are UTF-8 and ``{"base64": "…"}`` where they are not; a list of [name, value] pairs
+        instead when a name is not UTF-8 (an object's keys are strings). ``entry_fields`` reverses it."""
+        pairs = [(_text_or_base64(name), _text_or_base64(value)) for name, value in fields.items()]
+        if all(isinstance(name, str) for name, _ in pairs):
+            return json.dumps(dict(pairs))
+        return json.dumps([list(pair) for pair in pairs])
+
+    def entry_fields(self) -> dict[bytes, bytes]:
+        """The entry's fields as they were read, byte for byte. Raises ValueError when the payload is not
+        one ``payload_of`` wrote."""
+        try:
+            doc = json.loads(self.payload)
+            pairs = doc.items() if isinstance(doc, dict) else doc
+            return {_bytes_of(name): _bytes_of(value) for name, value in pairs}
+        except (TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise ValueError(f"the payload is not a stream entry's fields ({type(exc).__name__}: {exc})") from None
+
+
+def _text_or_base64(raw: bytes) -> str | dict[str, str]:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
+def _bytes_of(part: Any) -> bytes:
+    if isinstance(part, str):
+        return part.encode()
+    if isinstance(part, dict) and set(part) == {"base64"}:
+        return base64.b64decode(part["base64"], validate=True)
+    raise TypeError(f"a field is a string or {{'base64': ...}}, not {part!r:.80}")
 
 
 class DeadLetterAction(models.Model):

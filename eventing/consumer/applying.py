@@ -9,14 +9,13 @@ handlers run outside the transaction.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback as tb
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from eventing.consumer.decoding import Delivery, Entry
@@ -175,28 +174,69 @@ def _run_idempotent(handler: Handler, delivery: Delivery) -> HandlerFailure | No
 
 def record_dead_letter(
     *, entry: Entry, group: str, failure: Failure, envelope: Envelope | None, copy_id: str
-) -> DeadLetter:
-    """Record the dead letter. Idempotent per (group, stream, entry): a crash before the ack records it once."""
-    dead_letter, created = DeadLetter.objects.get_or_create(
-        consumer_group=group,
-        stream=entry.stream,
-        entry_id=entry.id,
-        defaults={
-            "event_id": envelope.id if envelope else "",
-            "event_type": envelope.type if envelope else entry.fields.get("type", "")[:100],
-            "handler": failure.handler[:300],
+) -> DeadLetter | None:
+    """Record the dead letter. Idempotent per (group, stream, entry): a crash before the ack records it once.
+
+    Every value is first made to fit its column (``_storable``). Should the database still refuse the
+    record for any reason, a minimal one is written instead: the reason, the raw entry and the error that
+    refused the first. Should that be refused too, this returns None (the entry's copy in the dead-letter
+    stream, ``copy_id``, is then its only record) — unless the database is unavailable, which raises
+    TransientFailure: the entry stays pending until it is back."""
+    key = _storable(consumer_group=group, stream=entry.stream, entry_id=entry.id)
+    payload = DeadLetter.payload_of(entry.fields)
+    when = {"first_failed_at": failure.first_failed_at, "last_failed_at": failure.last_failed_at}
+    full = {
+        "event_id": envelope.id if envelope else "",
+        "event_type": envelope.type if envelope else entry.fields.get(b"type", b"").decode(errors="replace"),
+        "handler": failure.handler,
+        "reason": failure.reason,
+        "error_class": failure.error_class,
+        "error_message": failure.error_message,
+        "traceback": failure.traceback,
+        "payload": payload,
+        "correlation_id": envelope.correlation_id if envelope else "",
+        "dead_letter_entry_id": copy_id,
+    }
+    try:
+        dead_letter, created = DeadLetter.objects.get_or_create(
+            **key, defaults={**_storable(**full), **when, "attempts": failure.attempts}
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever refused it, the entry is recorded in a simpler form below
+        logger.error(
+            "%s: the dead letter of entry %s on %s was refused (%s: %s); recording a minimal one",
+            group,
+            entry.id,
+            entry.stream,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, TRANSIENT_ERRORS),
+        )
+        minimal = {
             "reason": failure.reason,
-            "attempts": failure.attempts,
-            "first_failed_at": failure.first_failed_at,
-            "last_failed_at": failure.last_failed_at,
-            "error_class": failure.error_class[:300],
-            "error_message": failure.error_message,
-            "traceback": failure.traceback,
-            "payload": json.dumps(entry.fields, sort_keys=True),
-            "correlation_id": envelope.correlation_id[:128] if envelope else "",
+            "error_class": failure.error_class,
+            "error_message": f"{failure.error_message[:MINIMAL_MESSAGE_CHARS]}\n\n"
+            f"Recorded without its details, which the database refused: {type(exc).__name__}: {exc}",
+            "payload": payload if len(payload) <= MINIMAL_PAYLOAD_CHARS else "",
             "dead_letter_entry_id": copy_id,
-        },
-    )
+        }
+        try:
+            dead_letter, created = DeadLetter.objects.get_or_create(
+                **key, defaults={**_storable(**minimal), **when, "attempts": failure.attempts}
+            )
+        except TRANSIENT_ERRORS as again:
+            raise TransientFailure(str(again)) from again
+        except Exception:  # noqa: BLE001 - the copy in the dead-letter stream is its record; never crash-loop on it
+            logger.critical(
+                "%s: no dead letter could be recorded for entry %s on %s (%s failed); its copy in the dead-letter "
+                "stream is %s",
+                group,
+                entry.id,
+                entry.stream,
+                failure.reason,
+                copy_id or "missing too",
+                exc_info=True,
+            )
+            return None
     if created:
         logger.error(
             "%s: dead-lettered %s %s (entry %s on %s) after %d attempt(s): %s: %s",
@@ -207,6 +247,24 @@ def record_dead_letter(
             entry.stream,
             failure.attempts,
             failure.reason,
-            failure.error_message,
+            dead_letter.error_message,
         )
     return dead_letter
+
+
+# What a minimal dead letter keeps: enough to read the error, and the entry unless it is huge (the copy in
+# the dead-letter stream keeps every entry whole).
+MINIMAL_MESSAGE_CHARS = 2000
+MINIMAL_PAYLOAD_CHARS = 1_000_000
+
+
+def _storable(**values: str) -> dict[str, str]:
+    """Each value as its DeadLetter column takes it on any database: NUL written out (PostgreSQL refuses
+    it in text), a lone surrogate (JSON can spell one; UTF-8 cannot) escaped, cut to the column's length."""
+    fitted = {}
+    for name, value in values.items():
+        text = value.replace("\x00", "\\x00").encode(errors="backslashreplace").decode()
+        field = DeadLetter._meta.get_field(name)
+        limit = field.max_length if isinstance(field, models.Field) else None
+        fitted[name] = text[:limit] if limit else text
+    return fitted

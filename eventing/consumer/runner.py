@@ -179,8 +179,15 @@ class StreamConsumer:
         return step
 
     def _dead_letter(self, entry: Entry, failure: Failure, envelope: Envelope | None) -> None:
+        """Copy the entry to the dead-letter stream and record it; the entry may be acked once either is kept."""
         copy_id = self.io.copy_to_dead_letters(entry, failure)
-        record_dead_letter(entry=entry, group=self.group, failure=failure, envelope=envelope, copy_id=copy_id)
+        recorded = record_dead_letter(
+            entry=entry, group=self.group, failure=failure, envelope=envelope, copy_id=copy_id
+        )
+        if recorded is None and not copy_id:
+            raise TransientFailure(
+                f"entry {entry.id} of {entry.stream} could be dead-lettered neither in Redis nor in the database"
+            )
         self.dead_lettered += 1
 
     # Retries and reclaiming.
@@ -246,7 +253,10 @@ class StreamConsumer:
         for batch in history(stream=self.stream, boundary=boundary, batch_size=self.io.count):
             if stop.is_set():
                 break
-            entries = [Entry(self.stream, entry_id, fields) for entry_id, fields in batch]
+            entries = [
+                Entry(self.stream, entry_id, {name.encode(): value.encode() for name, value in fields.items()})
+                for entry_id, fields in batch
+            ]
             for _ in range(self.policy.max_attempts):
                 self.process(entries, ack=False)
                 if not self.unfinished:
