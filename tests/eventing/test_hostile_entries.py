@@ -6,12 +6,17 @@ Everything runs against the real Redis, with entries XADDed as bytes through a c
 import html
 import io
 import json
+import threading
+import time
+import uuid
 
 import pytest
 import redis
 from django.core.management import call_command
+from django.db import connection, connections
 from django.urls import reverse
 
+from eventing.consumer.health import HealthRecord
 from eventing.consumer.runner import StreamConsumer
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
 from eventing.readside.event_log import collection as event_log
@@ -224,3 +229,198 @@ def test_a_dead_letter_payload_that_is_not_an_entry_is_refused_by_entry_fields(d
         b"\xff": b"",
         b"": b"\x00",
     }
+
+
+# When the database refuses a write: a trigger of the test's own, so the refusal is the database's.
+
+
+@pytest.fixture
+def refuse_inserts():
+    """``refuse(model, condition)``: the database refuses to insert a row of ``model`` whose values meet
+    ``condition`` (SQL over NEW), with an error that is not transient; undone after the test."""
+    made: list[str] = []
+
+    def refuse(model, condition: str) -> None:
+        table, name = model._meta.db_table, f"refuse_{model._meta.model_name}"
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    f"IF {condition} THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$"
+                )
+                cursor.execute(f"CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()")
+            else:
+                cursor.execute(
+                    f"CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN {condition} "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+        made.append(f"{table} {name}")
+
+    yield refuse
+    for made_one in made:
+        table, name = made_one.split()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DROP TRIGGER IF EXISTS {name}" + (f" ON {table}" if connection.vendor == "postgresql" else "")
+            )
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP FUNCTION IF EXISTS {name}()")
+
+
+def test_a_dead_letter_the_database_refuses_is_recorded_in_a_minimal_form(raw_redis, stream, refuse_inserts):
+    refuse_inserts(DeadLetter, "NEW.event_type <> ''")  # the full record names the type; the minimal one does not
+    fields, _reason = SIX["300-character type"]
+    entry_id = raw_redis.xadd(stream, fields).decode()
+    xadd(raw_redis, stream, stock_added("AFTER-1"))
+
+    consumer = StreamConsumer(name="orders", block_ms=5)
+    consumer.run_until_idle()
+
+    dead = DeadLetter.objects.get()
+    assert (dead.entry_id, dead.reason, dead.event_type) == (entry_id, "oversize", "")
+    assert "envelope field 'type' is 300 characters long" in dead.error_message
+    assert "Recorded without its details, which the database refused: IntegrityError" in dead.error_message or (
+        "InternalError" in dead.error_message  # PostgreSQL's RAISE EXCEPTION
+    )
+    assert dead.entry_fields() == fields
+    assert dead.dead_letter_entry_id == raw_redis.xrange(dead_letter_stream(stream))[0][0].decode()
+    assert CatalogItem.objects.get().sku == "AFTER-1"
+    assert pending_count(raw_redis, stream, "orders") == 0
+
+
+def test_when_the_database_refuses_every_dead_letter_the_copy_in_redis_is_the_record(
+    raw_redis, stream, refuse_inserts, caplog
+):
+    refuse_inserts(DeadLetter, "1 = 1")
+    fields, _reason = SIX["data not UTF-8"]
+    raw_redis.xadd(stream, fields)
+    xadd(raw_redis, stream, stock_added("AFTER-1"))
+
+    StreamConsumer(name="orders", block_ms=5).run_until_idle()
+
+    assert not DeadLetter.objects.exists()
+    assert copies(raw_redis, stream) == {b"orders": [fields]}
+    assert any(r.levelname == "CRITICAL" and "no dead letter could be recorded" in r.message for r in caplog.records)
+    assert CatalogItem.objects.get().sku == "AFTER-1"
+    assert pending_count(raw_redis, stream, "orders") == 0
+
+
+@pytest.mark.timeout(60)
+def test_an_entry_that_neither_redis_nor_the_database_will_keep_stays_pending_until_one_does(
+    settings, redis_client, raw_redis, stream, refuse_inserts
+):
+    settings.EVENTING_MAX_BACKOFF_SECONDS = 0.2
+    refuse_inserts(DeadLetter, "1 = 1")
+    redis_client.set(dead_letter_stream(stream), "not a stream")  # XADD to it: WRONGTYPE
+    fields, _reason = SIX["array envelope"]
+    entry_id = raw_redis.xadd(stream, fields).decode()
+    consumer = StreamConsumer(name="orders", block_ms=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_in_thread, args=(consumer, stop))
+    thread.start()
+    try:
+        wait_for(lambda: "dead-lettered neither in Redis" in health(consumer).reason, what="a back-off")
+        time.sleep(0.5)  # a few more rounds of it
+        assert thread.is_alive()  # backing off, not crashed
+        assert not health(consumer).ready
+        assert [p["message_id"] for p in redis_client.xpending_range(stream, "orders", "-", "+", 10)] == [entry_id]
+
+        redis_client.delete(dead_letter_stream(stream))  # Redis takes the copy again
+        wait_for(lambda: pending_count(redis_client, stream, "orders") == 0, what="the entry to be dead-lettered")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert copies(raw_redis, stream) == {b"orders": [fields]}
+
+
+def health(consumer: StreamConsumer) -> HealthRecord:
+    raw = consumer.io.redis.get(consumer.io.health_key)
+    return HealthRecord.from_json(raw) if raw else HealthRecord(ready=False, reason="", at="", processed=0)
+
+
+def run_in_thread(consumer: StreamConsumer, stop: threading.Event) -> None:
+    try:
+        consumer.run(stop=stop)
+    finally:
+        connections.close_all()
+
+
+def wait_for(predicate, *, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_an_entry_that_fails_outside_the_handlers_is_retried_then_dead_lettered_and_the_others_flow(
+    settings, redis_client, stream, refuse_inserts
+):
+    settings.EVENTING_MAX_ATTEMPTS = 2
+    settings.EVENTING_RETRY_BASE_MS = 1
+    settings.EVENTING_RETRY_MAX_MS = 5
+    poison = stock_added("POISON-1")
+    refuse_inserts(ProcessedEvent, f"NEW.event_id = '{uuid.UUID(poison.id).hex}'")  # its inbox row is refused
+    for envelope in (stock_added("A-1"), poison, stock_added("B-1")):
+        xadd(redis_client, stream, envelope)
+
+    consumer = StreamConsumer(name="orders", block_ms=5)
+    consumer.run_until_idle()  # returns: the error did not escape
+
+    assert set(CatalogItem.objects.values_list("sku", flat=True)) == {"A-1", "B-1"}
+    dead = DeadLetter.objects.get()
+    assert (dead.event_id, dead.reason, dead.attempts, dead.handler) == (poison.id, "max attempts", 2, "")
+    assert dead.error_class in ("django.db.utils.IntegrityError", "django.db.utils.InternalError")
+    assert "refused by the test" in dead.error_message and "Traceback (most recent call last)" in dead.traceback
+    assert pending_count(redis_client, stream, "orders") == 0
+
+
+# Entries a consumer had read but never acked (it crashed on them, or was killed), left in the pending list.
+
+
+def deliver_without_ack(raw_redis: redis.Redis, stream: str, group: str, consumer_id: str) -> list[str]:
+    """What a consumer that died mid-batch leaves: every new entry delivered to it, none acked."""
+    StreamConsumer(name=group, block_ms=5).ensure_group()
+    [(_stream, delivered)] = raw_redis.xreadgroup(group, consumer_id, {stream: ">"})
+    return [entry_id.decode() for entry_id, _fields in delivered]
+
+
+def write_hostile_and_good(redis_client, raw_redis, stream) -> tuple[dict[str, tuple], list]:
+    good = [stock_added("BEFORE-1"), stock_added("AFTER-1")]
+    xadd(redis_client, stream, good[0])
+    hostile = {raw_redis.xadd(stream, fields).decode(): (fields, reason) for fields, reason in SIX.values()}
+    xadd(redis_client, stream, good[1])
+    return hostile, good
+
+
+def test_a_consumer_restarted_with_hostile_entries_in_its_pending_list_dead_letters_them(
+    redis_client, raw_redis, stream
+):
+    hostile, _good = write_hostile_and_good(redis_client, raw_redis, stream)
+    held = deliver_without_ack(raw_redis, stream, "orders", "crashed-1")
+    assert pending_count(redis_client, stream, "orders") == len(held) == len(hostile) + 2
+
+    consumer = StreamConsumer(name="orders", consumer_id="crashed-1", block_ms=5)
+    consumer.run_until_idle()  # its first step re-reads what it held
+
+    assert {d.entry_id: (d.entry_fields(), d.reason) for d in DeadLetter.objects.all()} == hostile
+    assert set(CatalogItem.objects.values_list("sku", flat=True)) == {"BEFORE-1", "AFTER-1"}
+    assert pending_count(redis_client, stream, "orders") == 0
+
+
+def test_another_consumer_reclaims_hostile_entries_a_dead_one_held_and_dead_letters_them(
+    settings, redis_client, raw_redis, stream
+):
+    settings.EVENTING_CLAIM_IDLE_MS = 50
+    hostile, _good = write_hostile_and_good(redis_client, raw_redis, stream)
+    deliver_without_ack(raw_redis, stream, "orders", "dead-1")
+    time.sleep(0.2)  # idle for longer than the claim idle time
+
+    heir = StreamConsumer(name="orders", consumer_id="heir-1", block_ms=5)
+    heir.run_until_idle()  # it XAUTOCLAIMs before reading
+
+    assert {d.entry_id: (d.entry_fields(), d.reason) for d in DeadLetter.objects.all()} == hostile
+    assert set(CatalogItem.objects.values_list("sku", flat=True)) == {"BEFORE-1", "AFTER-1"}
+    assert pending_count(redis_client, stream, "orders") == 0
+    assert "dead-1" not in {c["name"] for c in redis_client.xinfo_consumers(stream, "orders")}  # forgotten
