@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from eventing.contract import context
@@ -40,6 +42,23 @@ FIELD_MAX_LENGTHS = {
 }
 # Integers are stored as 64-bit ones (MongoDB's and the databases' widest).
 _INT64 = range(-(2**63), 2**63)
+# The deepest nesting of objects and arrays an envelope may have. The events here nest four levels;
+# MongoDB refuses documents nested over 100 (the event log embeds the data), and a fixed limit makes
+# the answer the same whatever the parser's recursion limit and stack depth at the time.
+MAX_NESTING = 64
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting(text: str) -> int:
+    """How deep the objects and arrays of JSON ``text`` nest (at least; brackets in strings are not
+    counted). Counting the brackets first costs next to nothing, so only text with more brackets than
+    the limit is scanned."""
+    if text.count("{") + text.count("[") <= MAX_NESTING:
+        return 0
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def utcnow() -> datetime:
@@ -108,6 +127,14 @@ class Envelope:
     def from_json(cls, raw: str | bytes, **received: Any) -> Envelope:
         """The envelope of a stream entry's ``data``; ``received`` sets where and when it was received
         (``stream``, ``entry_id``, ``received_at``)."""
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode()
+            except UnicodeDecodeError as exc:
+                raise UndecodableEvent(f"envelope is not UTF-8: {exc}") from None
+        depth = nesting(raw)
+        if depth > MAX_NESTING:
+            raise OversizeEvent(f"envelope is nested {depth} levels deep, over the {MAX_NESTING}-level limit")
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
