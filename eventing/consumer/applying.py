@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -177,58 +178,56 @@ def record_dead_letter(
 ) -> DeadLetter | None:
     """Record the dead letter. Idempotent per (group, stream, entry): a crash before the ack records it once.
 
-    Every value is first made to fit its column (``_storable``). Should the database still refuse the
-    record for any reason, a minimal one is written instead: the reason, the raw entry and the error that
-    refused the first. Should that be refused too, this returns None (the entry's copy in the dead-letter
-    stream, ``copy_id``, is then its only record) — unless the database is unavailable, which raises
-    TransientFailure: the entry stays pending until it is back."""
+    Every value is first made to fit its column (``_storable``), and an entry too large to keep in the
+    table is kept only in the dead-letter stream (``copy_id``). When the database is unavailable this
+    raises TransientFailure: the entry stays pending until it is back. When it refuses the record for any
+    other reason, a minimal one is written instead: the reason, the entry and the error that refused the
+    first. When it refuses that too, this returns None: the copy in the dead-letter stream is the record."""
     key = _storable(consumer_group=group, stream=entry.stream, entry_id=entry.id)
-    payload = DeadLetter.payload_of(entry.fields)
-    when = {"first_failed_at": failure.first_failed_at, "last_failed_at": failure.last_failed_at}
+    size = sum(len(name) + len(value) for name, value in entry.fields.items())
+    payload = DeadLetter.payload_of(entry.fields) if size <= largest_entry_kept() else ""
+    message = failure.error_message
+    if not payload and size:
+        message += f"\n\nThe entry ({size} bytes) is too large for this record: it is kept in the dead-letter stream."
+    same = {
+        "reason": failure.reason,
+        "attempts": failure.attempts,
+        "first_failed_at": failure.first_failed_at,
+        "last_failed_at": failure.last_failed_at,
+    }
     full = {
         "event_id": envelope.id if envelope else "",
         "event_type": envelope.type if envelope else entry.fields.get(b"type", b"").decode(errors="replace"),
         "handler": failure.handler,
-        "reason": failure.reason,
         "error_class": failure.error_class,
-        "error_message": failure.error_message,
+        "error_message": message,
         "traceback": failure.traceback,
         "payload": payload,
         "correlation_id": envelope.correlation_id if envelope else "",
         "dead_letter_entry_id": copy_id,
     }
     try:
-        dead_letter, created = DeadLetter.objects.get_or_create(
-            **key, defaults={**_storable(**full), **when, "attempts": failure.attempts}
-        )
+        dead_letter, created = DeadLetter.objects.get_or_create(**key, defaults={**_storable(**full), **same})
+    except TRANSIENT_ERRORS as exc:
+        raise TransientFailure(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - whatever refused it, the entry is recorded in a simpler form below
-        logger.error(
-            "%s: the dead letter of entry %s on %s was refused (%s: %s); recording a minimal one",
-            group,
-            entry.id,
-            entry.stream,
-            type(exc).__name__,
-            exc,
-            exc_info=not isinstance(exc, TRANSIENT_ERRORS),
+        logger.exception(
+            "%s: the dead letter of entry %s on %s was refused; recording a minimal one", group, entry.id, entry.stream
         )
         minimal = {
-            "reason": failure.reason,
             "error_class": failure.error_class,
-            "error_message": f"{failure.error_message[:MINIMAL_MESSAGE_CHARS]}\n\n"
+            "error_message": f"{message[:MINIMAL_MESSAGE_CHARS]}\n\n"
             f"Recorded without its details, which the database refused: {type(exc).__name__}: {exc}",
-            "payload": payload if len(payload) <= MINIMAL_PAYLOAD_CHARS else "",
+            "payload": payload,
             "dead_letter_entry_id": copy_id,
         }
         try:
-            dead_letter, created = DeadLetter.objects.get_or_create(
-                **key, defaults={**_storable(**minimal), **when, "attempts": failure.attempts}
-            )
+            dead_letter, created = DeadLetter.objects.get_or_create(**key, defaults={**_storable(**minimal), **same})
         except TRANSIENT_ERRORS as again:
             raise TransientFailure(str(again)) from again
         except Exception:  # noqa: BLE001 - the copy in the dead-letter stream is its record; never crash-loop on it
             logger.critical(
-                "%s: no dead letter could be recorded for entry %s on %s (%s failed); its copy in the dead-letter "
-                "stream is %s",
+                "%s: no dead letter could be recorded for entry %s on %s (%s); its dead-letter stream copy is %s",
                 group,
                 entry.id,
                 entry.stream,
@@ -252,10 +251,16 @@ def record_dead_letter(
     return dead_letter
 
 
-# What a minimal dead letter keeps: enough to read the error, and the entry unless it is huge (the copy in
-# the dead-letter stream keeps every entry whole).
+# A minimal dead letter keeps this much of the error message: enough to read it.
 MINIMAL_MESSAGE_CHARS = 2000
-MINIMAL_PAYLOAD_CHARS = 1_000_000
+
+
+def largest_entry_kept() -> int:
+    """The largest entry, in bytes, whose payload the table keeps: twice the largest one read. Its JSON is
+    at most six times that (a control character is written \\u0001), so no entry's size can make the
+    database refuse its dead letter (PostgreSQL and SQLite stop at 1 GB); larger ones are kept only in the
+    dead-letter stream."""
+    return 2 * int(settings.EVENTING_MAX_PAYLOAD_BYTES)
 
 
 def _storable(**values: str) -> dict[str, str]:

@@ -132,6 +132,26 @@ def test_bytes_that_are_not_utf_8_are_kept_as_marked_base64_and_the_rest_as_text
     assert json.loads(latest.payload) == {"type": "STOCK_ADDED", "data": {"base64": "gGFiYw=="}}
 
 
+def test_an_entry_too_large_for_the_table_is_kept_in_the_dead_letter_stream_and_not_retried(
+    settings, raw_redis, stream
+):
+    settings.EVENTING_MAX_PAYLOAD_BYTES = 1000  # the table keeps entries of up to 2,000 bytes
+    fields = {b"type": b"STOCK_ADDED", b"data": envelope_json(), b"pad": b"\xff" * 5000}
+    raw_redis.xadd(stream, fields)
+    StreamConsumer(name="orders", block_ms=5).run_until_idle()
+
+    dead = DeadLetter.objects.get()
+    assert (dead.reason, dead.payload) == ("oversize", "")
+    size = sum(len(name) + len(value) for name, value in fields.items())
+    assert f"The entry ({size} bytes) is too large for this record: it is kept in the dead-letter stream" in (
+        dead.error_message
+    )
+    assert copies(raw_redis, stream) == {b"orders": [fields]}
+    [result] = dead_letter_retry(dead_letters=[dead], actor="tester")
+    assert not result.done
+    assert result.message.endswith(f"(its copy in the dead-letter stream is {dead.dead_letter_entry_id})")
+
+
 def test_an_extra_field_that_is_not_utf_8_does_not_stop_a_valid_event(raw_redis, stream):
     envelope = stock_added("EXTRA-1")
     raw_redis.xadd(stream, {b"type": b"STOCK_ADDED", b"data": envelope.to_json().encode(), b"\xff": b"\xfe"})
