@@ -309,9 +309,8 @@ def test_a_dead_letter_the_database_refuses_is_recorded_in_a_minimal_form(raw_re
     dead = DeadLetter.objects.get()
     assert (dead.entry_id, dead.reason, dead.event_type) == (entry_id, "oversize", "")
     assert "envelope field 'type' is 300 characters long" in dead.error_message
-    assert "Recorded without its details, which the database refused: IntegrityError" in dead.error_message or (
-        "InternalError" in dead.error_message  # PostgreSQL's RAISE EXCEPTION
-    )
+    assert "Recorded without its details, which the database refused: " in dead.error_message
+    assert "refused by the test" in dead.error_message
     assert dead.entry_fields() == fields
     assert dead.dead_letter_entry_id == raw_redis.xrange(dead_letter_stream(stream))[0][0].decode()
     assert CatalogItem.objects.get().sku == "AFTER-1"
@@ -401,7 +400,7 @@ def test_an_entry_that_fails_outside_the_handlers_is_retried_then_dead_lettered_
     assert set(CatalogItem.objects.values_list("sku", flat=True)) == {"A-1", "B-1"}
     dead = DeadLetter.objects.get()
     assert (dead.event_id, dead.reason, dead.attempts, dead.handler) == (poison.id, "max attempts", 2, "")
-    assert dead.error_class in ("django.db.utils.IntegrityError", "django.db.utils.InternalError")
+    assert dead.error_class.startswith("django.db.utils.")  # IntegrityError on SQLite, ProgrammingError on PostgreSQL
     assert "refused by the test" in dead.error_message and "Traceback (most recent call last)" in dead.traceback
     assert pending_count(redis_client, stream, "orders") == 0
 
