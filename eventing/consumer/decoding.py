@@ -64,7 +64,7 @@ def decode(entry: Entry, *, consumer: str) -> Delivery | Rejection:
         data = entry.fields.get(DATA)
         if data is None:
             raise UndecodableEvent("the entry has no data field")
-        size = sum(len(name) + len(value) for name, value in entry.fields.items())
+        size = sum(map(len, entry.fields)) + sum(map(len, entry.fields.values()))
         if size > settings.EVENTING_MAX_PAYLOAD_BYTES:
             raise OversizeEvent(f"entry of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit")
         try:

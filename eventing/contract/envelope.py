@@ -42,6 +42,7 @@ FIELD_MAX_LENGTHS = {
 }
 # Integers are stored as 64-bit ones (MongoDB's and the databases' widest).
 _INT64 = range(-(2**63), 2**63)
+_INT_FIELDS = tuple(name for name, kind in _FIELDS.items() if kind is int)
 # The deepest nesting of objects and arrays an envelope may have. The events here nest four levels;
 # MongoDB refuses documents nested over 100 (the event log embeds the data), and a fixed limit makes
 # the answer the same whatever the parser's recursion limit and stack depth at the time.
@@ -52,11 +53,8 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def nesting(text: str) -> int:
-    """How deep the objects and arrays of JSON ``text`` nest (at least; brackets in strings are not
-    counted). Counting the brackets first costs next to nothing, so only text with more brackets than
-    the limit is scanned."""
-    if text.count("{") + text.count("[") <= MAX_NESTING:
-        return 0
+    """How deep the objects and arrays of JSON ``text`` nest (brackets in strings are not counted). Costly
+    on large text: ``from_json`` first counts the brackets, and only text with more than the limit is scanned."""
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
@@ -132,8 +130,7 @@ class Envelope:
                 raw = raw.decode()
             except UnicodeDecodeError as exc:
                 raise UndecodableEvent(f"envelope is not UTF-8: {exc}") from None
-        depth = nesting(raw)
-        if depth > MAX_NESTING:
+        if raw.count("{") + raw.count("[") > MAX_NESTING and (depth := nesting(raw)) > MAX_NESTING:
             raise OversizeEvent(f"envelope is nested {depth} levels deep, over the {MAX_NESTING}-level limit")
         try:
             doc = json.loads(raw)
@@ -153,11 +150,13 @@ class Envelope:
             value = doc[name]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise InvalidEvent(f"envelope field {name!r} has the wrong type {type(value).__name__}")
-            if isinstance(value, int) and value not in _INT64:
+        for name in _INT_FIELDS:
+            if doc[name] not in _INT64:
                 raise InvalidEvent(f"envelope field {name!r} is out of the 64-bit range")
-            if isinstance(value, str) and len(value) > FIELD_MAX_LENGTHS[name]:
+        for name, limit in FIELD_MAX_LENGTHS.items():
+            if doc[name] is not None and len(doc[name]) > limit:
                 raise OversizeEvent(
-                    f"envelope field {name!r} is {len(value)} characters long, over the {FIELD_MAX_LENGTHS[name]} limit"
+                    f"envelope field {name!r} is {len(doc[name])} characters long, over the {limit} limit"
                 )
         try:
             event_id = str(uuid.UUID(doc["id"]))

@@ -89,8 +89,8 @@ def nested(levels: int) -> str:
     return doc[:-1] + ', "extra": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
 
 
-def test_nesting_is_measured_outside_strings_and_only_when_there_are_enough_brackets():
-    assert nesting('{"a": [[1]]}') == 0  # too few brackets to be over the limit: not scanned
+def test_nesting_is_measured_outside_strings():
+    assert nesting('{"a": [[1]]}') == 3
     assert nesting('{"s": "' + "[" * 100 + '", "a": [[1]]}') == 3  # brackets in a string do not nest
     assert nesting('{"s": "\\"' + "{" * 100 + '"}') == 1  # nor after an escaped quote
     assert nesting("[" * 70 + "]" * 70) == 70
