@@ -2,7 +2,7 @@
 
 An entry is whatever anyone XADDed: its fields are read as bytes (``group``), and this module is the
 one place they are decoded. Anything that stops an entry from becoming an event (bytes that are not
-UTF-8, JSON that is not an envelope, nesting deeper than the parser goes, a field over its limit, or an
+UTF-8, JSON that is not an envelope, nesting too deep, a field over its limit, or an
 error nobody foresaw) makes it a ``Rejection``, which the runner dead-letters with the raw bytes.
 """
 
@@ -67,19 +67,12 @@ def decode(entry: Entry, *, consumer: str) -> Delivery | Rejection:
         size = sum(map(len, entry.fields)) + sum(map(len, entry.fields.values()))
         if size > settings.EVENTING_MAX_PAYLOAD_BYTES:
             raise OversizeEvent(f"entry of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit")
-        try:
-            text = data.decode()
-        except UnicodeDecodeError as exc:
-            raise UndecodableEvent(f"data is not UTF-8: {exc}") from None
-        envelope = Envelope.from_json(text, stream=entry.stream, entry_id=entry.id, received_at=utcnow())
+        envelope = Envelope.from_json(data, stream=entry.stream, entry_id=entry.id, received_at=utcnow())
         event_class(envelope.type)  # an unknown type is refused by every consumer
         handlers = handlers_for(consumer, envelope.type)
         event = envelope.event() if handlers else None
     except EventError as exc:
         return Rejection(entry, Failure.first_and_final(reason=exc.reason, error=exc, message=str(exc)), envelope)
-    except RecursionError as exc:  # the envelope parsed, but its data is nested too deeply to check
-        message = "the event's data is nested too deeply to read"
-        return Rejection(entry, Failure.first_and_final(reason=_reason(envelope), error=exc, message=message), envelope)
     except Exception as exc:  # noqa: BLE001 - whatever else an entry trips, it must not stop the consumer
         logger.exception(
             "%s: decoding entry %s of %s failed unexpectedly; dead-lettering it", consumer, entry.id, entry.stream

@@ -123,8 +123,8 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: str | bytes, **received: Any) -> Envelope:
-        """The envelope of a stream entry's ``data``; ``received`` sets where and when it was received
-        (``stream``, ``entry_id``, ``received_at``)."""
+        """The envelope of a stream entry's ``data`` (its bytes as read, or text); ``received`` sets where and
+        when it was received (``stream``, ``entry_id``, ``received_at``)."""
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode()
@@ -134,7 +134,7 @@ class Envelope:
             raise OversizeEvent(f"envelope is nested {depth} levels deep, over the {MAX_NESTING}-level limit")
         try:
             doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             raise UndecodableEvent(f"envelope is not valid JSON: {exc}") from None
         except RecursionError:
             raise UndecodableEvent("envelope is nested too deeply to read") from None
