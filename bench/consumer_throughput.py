@@ -5,8 +5,8 @@
 P1, in this process, --rounds times on a fresh stream of --events STOCK_ADDED entries (the fields
 the relay writes: type, data, timestamp), each read by its own group:
 
-- raw: XREADGROUP COUNT 100 and one variadic XACK per batch (redis-py, decode_responses=True, as the
-  project's client): what Redis alone allows (the same loop with a json.loads of each envelope is
+- raw: XREADGROUP COUNT 100 and one variadic XACK per batch (redis-py, reading bytes, as the
+  consumer's GroupIO does): what Redis alone allows (the same loop with a json.loads of each envelope is
   printed for reference: no consumer that reads the envelope can beat it);
 - idempotent: a StreamConsumer whose only handler is a no-op idempotent one, run_until_idle()
   (target ≥ 0.7x raw);
@@ -145,19 +145,20 @@ def drained(client: redis.Redis, stream: str, group: str) -> bool:
     return info["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"]
 
 
-def raw_read(client: redis.Redis, stream: str, events: int, *, parse: bool = False) -> float:
+def raw_read(client: redis.Redis, reader: redis.Redis, stream: str, events: int, *, parse: bool = False) -> float:
     """XREADGROUP COUNT 100 and one XACK per batch until the group has read everything: Redis's own rate.
-    With ``parse``, each entry's envelope is also json.loads-ed: the floor of any consumer that reads it."""
+    ``reader`` reads bytes, as the consumers do. With ``parse``, each entry's envelope is also decoded and
+    json.loads-ed: the floor of any consumer that reads it."""
     group = f"{RAW_GROUP}-json" if parse else RAW_GROUP
     client.xgroup_create(stream, group, id="0")
     done = 0
     start = time.perf_counter()
-    while response := client.xreadgroup(group, "raw", {stream: ">"}, count=READ_COUNT):
+    while response := reader.xreadgroup(group, "raw", {stream: ">"}, count=READ_COUNT):
         entries = response[0][1]
         if parse:
             for _entry_id, fields in entries:
-                json.loads(fields["data"])
-        client.xack(stream, group, *(entry_id for entry_id, _fields in entries))
+                json.loads(fields[b"data"].decode())
+        reader.xack(stream, group, *(entry_id for entry_id, _fields in entries))
         done += len(entries)
     elapsed = time.perf_counter() - start
     assert done == events and drained(client, stream, group)
@@ -183,8 +184,9 @@ def p1_round(client: redis.Redis, round_no: int, profilers: dict | None = None) 
     stream = f"{STREAM}-p1-{round_no}"
     fill(client, stream, ARGS.events)
     ProcessedEvent.objects.all().delete()  # every round starts from an empty inbox
-    rates = {"raw": ARGS.events / raw_read(client, stream, ARGS.events)}
-    rates["raw_json"] = ARGS.events / raw_read(client, stream, ARGS.events, parse=True)
+    reader = redis.Redis.from_url(settings.REDIS_URL, decode_responses=False)  # bytes, as GroupIO reads
+    rates = {"raw": ARGS.events / raw_read(client, reader, stream, ARGS.events)}
+    rates["raw_json"] = ARGS.events / raw_read(client, reader, stream, ARGS.events, parse=True)
     for path, name in (("idempotent", IDEMPOTENT.name), ("transactional", TRANSACTIONAL.name)):
         profiler = profilers.get(path) if profilers else None
         rates[path] = ARGS.events / consume(client, name, stream, ARGS.events, profiler)

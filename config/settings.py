@@ -177,7 +177,8 @@ EVENTING_RETRY_MAX_MS = env.int("EVENTING_RETRY_MAX_MS", default=30_000)
 # but live consumer's entries would be processed twice.
 EVENTING_CLAIM_IDLE_MS = env.int("EVENTING_CLAIM_IDLE_MS", default=60_000)
 EVENTING_CLAIM_INTERVAL_MS = env.int("EVENTING_CLAIM_INTERVAL_MS", default=10_000)
-# Larger stream entries are dead-lettered unread.
+# Larger stream entries (the names and values of all their fields) are dead-lettered unread. A dead
+# letter's record keeps entries of up to twice this; the dead-letter stream keeps every one.
 EVENTING_MAX_PAYLOAD_BYTES = env.int("EVENTING_MAX_PAYLOAD_BYTES", default=1_048_576)
 # Outbox rows the relay publishes per pipelined XADD round trip.
 EVENTING_RELAY_BATCH_SIZE = env.int("EVENTING_RELAY_BATCH_SIZE", default=500)

@@ -11,7 +11,8 @@ from core.api import Pagination, paginated_response
 from core.converters import BoundedConverter
 from core.exceptions import NotFound
 from core.openapi import PAGE_NOT_FOUND, STAFF_ONLY, UNAUTHENTICATED, LinkedResponse, bad_request, error, link
-from eventing.contract.context import CORRELATION_ID_REGEX
+from eventing.contract.context import CORRELATION_ID_REGEX, MAX_ID_LENGTH
+from eventing.contract.events import MAX_TYPE_LENGTH
 from eventing.models import DeadLetter
 from eventing.selectors import event_log_list, timeline_get
 
@@ -24,9 +25,9 @@ class EventLogApi(APIView):
     pagination_class = Pagination
 
     class FilterSerializer(serializers.Serializer[Any]):
-        correlation_id = serializers.CharField(required=False, max_length=128)
-        aggregate_id = serializers.CharField(required=False, max_length=128)
-        type = serializers.CharField(required=False, max_length=100)
+        correlation_id = serializers.CharField(required=False, max_length=MAX_ID_LENGTH)
+        aggregate_id = serializers.CharField(required=False, max_length=MAX_ID_LENGTH)
+        type = serializers.CharField(required=False, max_length=MAX_TYPE_LENGTH)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             # Each is the key of an index of the log; the whole log is never filtered.

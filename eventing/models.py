@@ -1,6 +1,14 @@
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
 from django.db import models
 
+from eventing.contract.context import MAX_ID_LENGTH
 from eventing.contract.errors import DeadLetterReason
+from eventing.contract.events import MAX_TYPE_LENGTH
 
 
 class OutboxEvent(models.Model):
@@ -10,7 +18,7 @@ class OutboxEvent(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField(unique=True)
-    event_type = models.CharField(max_length=100)
+    event_type = models.CharField(max_length=MAX_TYPE_LENGTH)
     stream = models.CharField(max_length=200)
     payload = models.TextField(help_text="The envelope as JSON.")
     occurred_at = models.DateTimeField()
@@ -67,7 +75,7 @@ class DeadLetter(models.Model):
     stream = models.CharField(max_length=200)
     entry_id = models.CharField(max_length=40)
     event_id = models.CharField(max_length=64, blank=True, db_index=True)
-    event_type = models.CharField(max_length=100, blank=True)
+    event_type = models.CharField(max_length=MAX_TYPE_LENGTH, blank=True)
     consumer_group = models.CharField(max_length=100)
     handler = models.CharField(max_length=300, blank=True)
     reason = models.CharField(max_length=32, choices=Reason.choices)
@@ -78,7 +86,7 @@ class DeadLetter(models.Model):
     error_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     payload = models.TextField(help_text="The stream entry's fields as JSON, exactly as read.")
-    correlation_id = models.CharField(max_length=128, blank=True, db_index=True)
+    correlation_id = models.CharField(max_length=MAX_ID_LENGTH, blank=True, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     dead_letter_entry_id = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -97,6 +105,41 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer_group}: {self.event_type or '?'} {self.event_id or self.entry_id} ({self.reason})"
+
+    @staticmethod
+    def payload_of(fields: Mapping[bytes, bytes]) -> str:
+        """A stream entry's fields as ``payload``: a JSON object of name: value, each a string where its
+        bytes are UTF-8 and ``{"base64": "…"}`` where they are not; a list of [name, value] pairs
+        instead when a name is not UTF-8 (an object's keys are strings). ``entry_fields`` reverses it."""
+        pairs = [(_text_or_base64(name), _text_or_base64(value)) for name, value in fields.items()]
+        if all(isinstance(name, str) for name, _ in pairs):
+            return json.dumps(dict(pairs))
+        return json.dumps([list(pair) for pair in pairs])
+
+    def entry_fields(self) -> dict[bytes, bytes]:
+        """The entry's fields as they were read, byte for byte. Raises ValueError when the payload is not
+        one ``payload_of`` wrote."""
+        try:
+            doc = json.loads(self.payload)
+            pairs = doc.items() if isinstance(doc, dict) else doc
+            return {_bytes_of(name): _bytes_of(value) for name, value in pairs}
+        except (TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise ValueError(f"the payload is not a stream entry's fields ({type(exc).__name__}: {exc})") from None
+
+
+def _text_or_base64(raw: bytes) -> str | dict[str, str]:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
+def _bytes_of(part: Any) -> bytes:
+    if isinstance(part, str):
+        return part.encode()
+    if isinstance(part, dict) and set(part) == {"base64"}:
+        return base64.b64decode(part["base64"], validate=True)
+    raise TypeError(f"a field is a string or {{'base64': ...}}, not {part!r:.80}")
 
 
 class DeadLetterAction(models.Model):

@@ -229,14 +229,22 @@ def dead_letter_actions(*, dead_letter: DeadLetter) -> QuerySet[DeadLetterAction
 
 def dead_letter_payload_pretty(dead_letter: DeadLetter) -> str:
     """The entry's fields as indented JSON; an envelope in ``data`` is decoded and indented too,
-    so it reads as one document. Anything that is not JSON is shown exactly as stored."""
+    so it reads as one document. Bytes that are not UTF-8 show as {"base64": ...}; anything that is
+    not JSON, or too deep to indent, is shown exactly as stored."""
     try:
         fields = json.loads(dead_letter.payload)
     except ValueError:
         return dead_letter.payload
     if isinstance(fields, dict) and isinstance(fields.get("data"), str):
         try:  # undecodable data stays as it was read
-            fields = {**fields, "data": json.loads(fields["data"])}
-        except ValueError:
+            return _indented({**fields, "data": json.loads(fields["data"])})
+        except (ValueError, RecursionError, UnicodeEncodeError):
             pass
-    return json.dumps(fields, indent=2, sort_keys=True, ensure_ascii=False)
+    return _indented(fields)
+
+
+def _indented(doc: Any) -> str:
+    """``doc`` as indented JSON that encodes as UTF-8 (JSON can spell a lone surrogate; a page cannot)."""
+    text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)
+    text.encode()
+    return text

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -37,16 +37,32 @@ def dead_letter_retry(*, dead_letters: Iterable[DeadLetter], actor: str) -> list
             locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
             if locked.status != DeadLetter.Status.PENDING:
                 result = ActionResult(locked, False, f"not retried: it is already {locked.get_status_display()}")
+            elif not (fields := _retryable_fields(locked)):
+                result = ActionResult(locked, False, _NOT_RETRYABLE.format(copy=locked.dead_letter_entry_id or "-"))
             else:
-                fields = json.loads(locked.payload)
                 target = retry_stream(locked.stream, locked.consumer_group)
-                new_id = str(client.xadd(target, fields))
+                new_id = str(client.xadd(target, dict[Any, Any](fields)))
                 locked.status = DeadLetter.Status.RETRIED
                 locked.save(update_fields=["status", "updated_at"])
                 result = ActionResult(locked, True, f"re-delivered to {locked.consumer_group} as {target} {new_id}")
             _audit(locked, kind=DeadLetterAction.Kind.RETRY, actor=actor, reason="", result=result.message, batch=batch)
         results.append(result)
     return results
+
+
+_NOT_RETRYABLE = (
+    "not retried: no stream entry is recorded to deliver again (its copy in the dead-letter stream is {copy})"
+)
+
+
+def _retryable_fields(dead_letter: DeadLetter) -> dict[bytes, bytes]:
+    """The entry to deliver again, byte for byte as it was read (an undecodable one comes back to the
+    dead letters); empty when the record holds none: a minimal dead letter without its payload, or an
+    entry trimmed away before it was read."""
+    try:
+        return dead_letter.entry_fields()
+    except ValueError:
+        return {}
 
 
 def dead_letter_discard(*, dead_letters: Iterable[DeadLetter], actor: str, reason: str) -> list[ActionResult]:

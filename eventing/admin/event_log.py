@@ -16,7 +16,8 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 
 from core.admin import ReadOnlyAdminMixin
-from eventing.contract.events import registered_event_types
+from eventing.contract.context import MAX_ID_LENGTH
+from eventing.contract.events import MAX_TYPE_LENGTH, registered_event_types
 from eventing.models import EventLogEntry
 from eventing.selectors import (
     LoggedEvent,
@@ -38,10 +39,12 @@ class EventLogFilterForm(forms.Form):
     NEWEST = "newest"
     OLDEST = "oldest"
 
-    type = forms.CharField(required=False, max_length=100, widget=forms.TextInput(attrs={"list": "event-types"}))
-    aggregate_type = forms.CharField(required=False, max_length=100)
-    aggregate_id = forms.CharField(required=False, max_length=128)
-    correlation_id = forms.CharField(required=False, max_length=128)
+    type = forms.CharField(
+        required=False, max_length=MAX_TYPE_LENGTH, widget=forms.TextInput(attrs={"list": "event-types"})
+    )
+    aggregate_type = forms.CharField(required=False, max_length=MAX_ID_LENGTH)
+    aggregate_id = forms.CharField(required=False, max_length=MAX_ID_LENGTH)
+    correlation_id = forms.CharField(required=False, max_length=MAX_ID_LENGTH)
     order = forms.ChoiceField(
         required=False, choices=[(NEWEST, "newest first"), (OLDEST, "oldest first")], initial=NEWEST
     )

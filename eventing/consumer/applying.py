@@ -9,14 +9,14 @@ handlers run outside the transaction.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback as tb
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from django.db import transaction
+from django.conf import settings
+from django.db import models, transaction
 from django.utils import timezone
 
 from eventing.consumer.decoding import Delivery, Entry
@@ -175,28 +175,67 @@ def _run_idempotent(handler: Handler, delivery: Delivery) -> HandlerFailure | No
 
 def record_dead_letter(
     *, entry: Entry, group: str, failure: Failure, envelope: Envelope | None, copy_id: str
-) -> DeadLetter:
-    """Record the dead letter. Idempotent per (group, stream, entry): a crash before the ack records it once."""
-    dead_letter, created = DeadLetter.objects.get_or_create(
-        consumer_group=group,
-        stream=entry.stream,
-        entry_id=entry.id,
-        defaults={
-            "event_id": envelope.id if envelope else "",
-            "event_type": envelope.type if envelope else entry.fields.get("type", "")[:100],
-            "handler": failure.handler[:300],
-            "reason": failure.reason,
-            "attempts": failure.attempts,
-            "first_failed_at": failure.first_failed_at,
-            "last_failed_at": failure.last_failed_at,
-            "error_class": failure.error_class[:300],
-            "error_message": failure.error_message,
-            "traceback": failure.traceback,
-            "payload": json.dumps(entry.fields, sort_keys=True),
-            "correlation_id": envelope.correlation_id[:128] if envelope else "",
+) -> DeadLetter | None:
+    """Record the dead letter. Idempotent per (group, stream, entry): a crash before the ack records it once.
+
+    Every value is first made to fit its column (``_storable``), and an entry too large to keep in the
+    table is kept only in the dead-letter stream (``copy_id``). When the database is unavailable this
+    raises TransientFailure: the entry stays pending until it is back. When it refuses the record for any
+    other reason, a minimal one is written instead: the reason, the entry and the error that refused the
+    first. When it refuses that too, this returns None: the copy in the dead-letter stream is the record."""
+    key = _storable(consumer_group=group, stream=entry.stream, entry_id=entry.id)
+    size = sum(len(name) + len(value) for name, value in entry.fields.items())
+    payload = DeadLetter.payload_of(entry.fields) if size <= largest_entry_kept() else ""
+    message = failure.error_message
+    if not payload and size:
+        message += f"\n\nThe entry ({size} bytes) is too large for this record: it is kept in the dead-letter stream."
+    same = {
+        "reason": failure.reason,
+        "attempts": failure.attempts,
+        "first_failed_at": failure.first_failed_at,
+        "last_failed_at": failure.last_failed_at,
+    }
+    full = {
+        "event_id": envelope.id if envelope else "",
+        "event_type": envelope.type if envelope else entry.fields.get(b"type", b"").decode(errors="replace"),
+        "handler": failure.handler,
+        "error_class": failure.error_class,
+        "error_message": message,
+        "traceback": failure.traceback,
+        "payload": payload,
+        "correlation_id": envelope.correlation_id if envelope else "",
+        "dead_letter_entry_id": copy_id,
+    }
+    try:
+        dead_letter, created = DeadLetter.objects.get_or_create(**key, defaults={**_storable(**full), **same})
+    except TRANSIENT_ERRORS as exc:
+        raise TransientFailure(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - whatever refused it, the entry is recorded in a simpler form below
+        logger.exception(
+            "%s: the dead letter of entry %s on %s was refused; recording a minimal one", group, entry.id, entry.stream
+        )
+        minimal = {
+            "error_class": failure.error_class,
+            "error_message": f"{message[:MINIMAL_MESSAGE_CHARS]}\n\n"
+            f"Recorded without its details, which the database refused: {type(exc).__name__}: {exc}",
+            "payload": payload,
             "dead_letter_entry_id": copy_id,
-        },
-    )
+        }
+        try:
+            dead_letter, created = DeadLetter.objects.get_or_create(**key, defaults={**_storable(**minimal), **same})
+        except TRANSIENT_ERRORS as again:
+            raise TransientFailure(str(again)) from again
+        except Exception:  # noqa: BLE001 - the copy in the dead-letter stream is its record; never crash-loop on it
+            logger.critical(
+                "%s: no dead letter could be recorded for entry %s on %s (%s); its dead-letter stream copy is %s",
+                group,
+                entry.id,
+                entry.stream,
+                failure.reason,
+                copy_id or "missing too",
+                exc_info=True,
+            )
+            return None
     if created:
         logger.error(
             "%s: dead-lettered %s %s (entry %s on %s) after %d attempt(s): %s: %s",
@@ -207,6 +246,30 @@ def record_dead_letter(
             entry.stream,
             failure.attempts,
             failure.reason,
-            failure.error_message,
+            dead_letter.error_message,
         )
     return dead_letter
+
+
+# A minimal dead letter keeps this much of the error message: enough to read it.
+MINIMAL_MESSAGE_CHARS = 2000
+
+
+def largest_entry_kept() -> int:
+    """The largest entry, in bytes, whose payload the table keeps: twice the largest one read. Its JSON is
+    at most six times that (a control character is written \\u0001), so no entry's size can make the
+    database refuse its dead letter (PostgreSQL and SQLite stop at 1 GB); larger ones are kept only in the
+    dead-letter stream."""
+    return 2 * int(settings.EVENTING_MAX_PAYLOAD_BYTES)
+
+
+def _storable(**values: str) -> dict[str, str]:
+    """Each value as its DeadLetter column takes it on any database: NUL written out (PostgreSQL refuses
+    it in text), a lone surrogate (JSON can spell one; UTF-8 cannot) escaped, cut to the column's length."""
+    fitted = {}
+    for name, value in values.items():
+        text = value.replace("\x00", "\\x00").encode(errors="backslashreplace").decode()
+        field = DeadLetter._meta.get_field(name)
+        limit = field.max_length if isinstance(field, models.Field) else None
+        fitted[name] = text[:limit] if limit else text
+    return fitted

@@ -1,23 +1,37 @@
-"""Turning a stream entry into work for one consumer, or into the reason it can never be applied."""
+"""Turning a stream entry into work for one consumer, or into the reason it can never be applied.
+
+An entry is whatever anyone XADDed: its fields are read as bytes (``group``), and this module is the
+one place they are decoded. Anything that stops an entry from becoming an event (bytes that are not
+UTF-8, JSON that is not an envelope, nesting too deep, a field over its limit, or an
+error nobody foresaw) makes it a ``Rejection``, which the runner dead-letters with the raw bytes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import traceback
 
 from django.conf import settings
 
 from eventing.consumer.policy import Failure
 from eventing.contract.consumers import Handler, handlers_for
 from eventing.contract.envelope import Envelope, utcnow
-from eventing.contract.errors import EventError, OversizeEvent, UndecodableEvent
+from eventing.contract.errors import DeadLetterReason, EventError, OversizeEvent, UndecodableEvent
 from eventing.contract.events import Event, event_class
+
+logger = logging.getLogger(__name__)
+
+DATA = b"data"
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
+    """One stream entry as read: its fields are bytes, exactly as they were written."""
+
     stream: str
     id: str
-    fields: dict[str, str]
+    fields: dict[bytes, bytes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,20 +58,31 @@ class Rejection:
 
 
 def decode(entry: Entry, *, consumer: str) -> Delivery | Rejection:
-    """The entry as work for ``consumer``, or why it can never be applied (decoded once, here)."""
+    """The entry as work for ``consumer``, or why it can never be applied (decoded once, here). Never raises."""
     envelope: Envelope | None = None
     try:
-        if "data" not in entry.fields:
+        data = entry.fields.get(DATA)
+        if data is None:
             raise UndecodableEvent("the entry has no data field")
-        size = len(entry.fields["data"].encode())
+        size = sum(map(len, entry.fields)) + sum(map(len, entry.fields.values()))
         if size > settings.EVENTING_MAX_PAYLOAD_BYTES:
-            raise OversizeEvent(f"payload of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit")
-        envelope = Envelope.from_json(
-            entry.fields["data"], stream=entry.stream, entry_id=entry.id, received_at=utcnow()
-        )
+            raise OversizeEvent(f"entry of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit")
+        envelope = Envelope.from_json(data, stream=entry.stream, entry_id=entry.id, received_at=utcnow())
         event_class(envelope.type)  # an unknown type is refused by every consumer
         handlers = handlers_for(consumer, envelope.type)
         event = envelope.event() if handlers else None
     except EventError as exc:
         return Rejection(entry, Failure.first_and_final(reason=exc.reason, error=exc, message=str(exc)), envelope)
+    except Exception as exc:  # noqa: BLE001 - whatever else an entry trips, it must not stop the consumer
+        logger.exception(
+            "%s: decoding entry %s of %s failed unexpectedly; dead-lettering it", consumer, entry.id, entry.stream
+        )
+        failure = Failure.first_and_final(
+            reason=_reason(envelope), error=exc, message=str(exc), traceback=traceback.format_exc()
+        )
+        return Rejection(entry, failure, envelope)
     return Delivery(entry=entry, envelope=envelope, event=event, handlers=handlers)
+
+
+def _reason(envelope: Envelope | None) -> DeadLetterReason:
+    return DeadLetterReason.INVALID if envelope is not None else DeadLetterReason.UNDECODABLE

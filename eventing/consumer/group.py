@@ -1,5 +1,9 @@
 """The consumer's only conversation with Redis: its group on the main stream and on its own
-retry stream, reads, acks, failure counts, claims, the dead-letter copy and the health record."""
+retry stream, reads, acks, failure counts, claims, the dead-letter copy and the health record.
+
+Entries are read as bytes, exactly as they were written: a stream holds whatever anyone XADDed, and a
+client that decodes replies would fail inside the read on the first field that is not UTF-8, before
+the entry could be dead-lettered. Turning the bytes into an event is ``decoding``'s job."""
 
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ class GroupIO:
         self.streams = [stream, retry_stream(stream, group)]
         # The socket must outlive the server-side BLOCK.
         self.redis = get_redis(socket_timeout=block_ms / 1000 + 10)
+        # Reads of entries (XREADGROUP, XCLAIM, XAUTOCLAIM) get bytes; the bookkeeping stays text.
+        self.raw = get_redis(socket_timeout=block_ms / 1000 + 10, decode_responses=False)
         self.failures_key = f"eventing:failures:{stream}:{group}"
         self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
 
@@ -84,7 +90,7 @@ class GroupIO:
         "0" for its own pending ones, ">" for new ones, blocking up to BLOCK ms."""
         ids = last_id if isinstance(last_id, dict) else dict.fromkeys(self.streams, last_id)
         try:
-            response = self.redis.xreadgroup(
+            response = self.raw.xreadgroup(
                 self.group,
                 self.consumer_id,
                 ids,  # type: ignore[arg-type]  # redis-py's stub wants a wider dict type
@@ -97,9 +103,8 @@ class GroupIO:
             logger.warning("stream %s or group %s disappeared; recreating it", self.stream, self.group)
             self.ensure_group()
             return []
-        # A pending entry that was trimmed away comes back with no fields.
-        batches = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], response or [])
-        return [Entry(stream, entry_id, fields or {}) for stream, entries in batches for entry_id, fields in entries]
+        batches = cast(list[tuple[bytes, Any]], response or [])
+        return [entry for stream, entries in batches for entry in _entries(stream.decode(), entries)]
 
     def ack(self, entries: list[Entry]) -> None:
         """Ack the entries and forget their failure counts, in one round trip."""
@@ -150,20 +155,20 @@ class GroupIO:
 
     def claim(self, stream: str, ids: list[str]) -> list[Entry]:
         """Deliver these entries of ``stream`` to this consumer again."""
-        claimed = self.redis.xclaim(stream, self.group, self.consumer_id, min_idle_time=0, message_ids=list[Any](ids))
+        claimed = self.raw.xclaim(stream, self.group, self.consumer_id, min_idle_time=0, message_ids=list[Any](ids))
         return _entries(stream, claimed)
 
     def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:
         """Batches of the entries other consumers of the group left idle for longer than ``idle_ms``."""
         for stream in self.streams:
-            cursor = "0-0"
+            cursor = b"0-0"
             while True:
-                cursor, claimed, _deleted = self.redis.xautoclaim(
+                cursor, claimed, _deleted = self.raw.xautoclaim(
                     stream, self.group, self.consumer_id, min_idle_time=idle_ms, start_id=cursor, count=self.count
                 )
                 if claimed:
                     yield _entries(stream, claimed)
-                if cursor == "0-0":
+                if cursor == b"0-0":
                     break
 
     def forget_idle_consumers(self, idle_ms: int) -> list[str]:
@@ -177,14 +182,21 @@ class GroupIO:
         return removed
 
     def copy_to_dead_letters(self, entry: Entry, failure: Failure) -> str:
-        """Copy the entry to the dead-letter stream (for tools; the table is the record). Returns the copy's id."""
+        """Copy the entry, byte for byte, to the dead-letter stream (for tools; the table is the record).
+        Returns the copy's id; "" when Redis refused the copy for a reason other than being unreachable."""
         fields: dict[Any, Any] = {
             **entry.fields,
             "dead_letter_group": self.group,
             "dead_letter_reason": failure.reason,
             "dead_letter_stream": entry.stream,
         }
-        return str(self.redis.xadd(dead_letter_stream(entry.stream), fields))
+        try:
+            return str(self.redis.xadd(dead_letter_stream(entry.stream), fields))
+        except redis.ResponseError:
+            logger.exception(
+                "%s: Redis refused the dead-letter copy of entry %s on %s", self.group, entry.id, entry.stream
+            )
+            return ""
 
     # Health.
 
@@ -203,9 +215,9 @@ class GroupIO:
 
 
 def _entries(stream: str, response: Any) -> list[Entry]:
-    """Entries from XCLAIM/XAUTOCLAIM's [(id, fields), ...]; an entry trimmed meanwhile has no fields."""
-    pairs = cast(list[tuple[str, dict[str, str] | None]], response)
-    return [Entry(stream, entry_id, fields or {}) for entry_id, fields in pairs]
+    """Entries from a read's or a claim's [(id, fields), ...], in bytes; an entry trimmed away has no fields."""
+    pairs = cast(list[tuple[bytes, dict[bytes, bytes] | None]], response)
+    return [Entry(stream, entry_id.decode(), fields or {}) for entry_id, fields in pairs]
 
 
 def _failure_field(stream: str, entry_id: str) -> str:

@@ -108,14 +108,14 @@ class Failure:
     last_failed_at: datetime
 
     @classmethod
-    def first_and_final(cls, *, reason: str, error: BaseException, message: str) -> Failure:
+    def first_and_final(cls, *, reason: str, error: BaseException, message: str, traceback: str = "") -> Failure:
         """An entry that can never be applied, refused on its first delivery."""
         now = datetime.now(UTC)
         return cls(
             reason=reason,
             error_class=type(error).__name__,
             error_message=message,
-            traceback="",
+            traceback=traceback,
             handler="",
             attempts=1,
             first_failed_at=now,

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import traceback as tb
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -111,7 +112,53 @@ class StreamConsumer:
         each row once per batch. Only then are the entries acked, in one round trip. On a transient
         failure nothing more is acked: what was committed is recognised by the inbox when the
         entries come again, and TransientFailure propagates.
+
+        Any other error escaping the batch (a handler's are caught and counted per event) must not stop
+        the consumer, nor come back with the batch for ever: it is logged with its traceback and the
+        batch's unfinished entries are processed again one at a time (``_process_alone``).
         """
+        try:
+            return self._process(entries, ack=ack)
+        except RETRY_LOOP_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - pinned to its entry below, counted and, in the end, dead-lettered
+            logger.exception(
+                "%s: a batch of %d entr(y/ies) failed outside the handlers; processing them one at a time",
+                self.name,
+                len(entries),
+            )
+        done = len(entries) - len(self.unfinished)
+        left, unfinished = self.unfinished, list[Entry]()
+        for index, entry in enumerate(left):
+            try:
+                done += self._process_alone(entry, ack=ack)
+            except RETRY_LOOP_ERRORS:
+                self.unfinished = unfinished + left[index:]
+                raise
+            unfinished += self.unfinished
+        self.unfinished = unfinished
+        return done
+
+    def _process_alone(self, entry: Entry, *, ack: bool) -> int:
+        """Process one entry; should it fail outside the handlers, count that as a failure of its event
+        (retried with backoff, dead-lettered after the last attempt) and leave it unfinished until then."""
+        try:
+            return self._process([entry], ack=ack)
+        except RETRY_LOOP_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - counted like a handler's failure, with the traceback
+            trace = tb.format_exc()
+            decoded = decode(entry, consumer=self.name)
+            if isinstance(decoded, Rejection):
+                raise  # dead-lettering it failed, which no retry of the entry mends
+            if self._fail(HandlerFailure(decoded, None, exc, trace)) is not Next.DEAD_LETTER:
+                return 0
+        self.io.ack([entry] if ack else [])
+        self.processed += 1
+        self.unfinished = []
+        return 1
+
+    def _process(self, entries: list[Entry], *, ack: bool) -> int:
         close_old_connections()
         work: list[Delivery] = []
         finished: list[Entry] = []
@@ -179,8 +226,15 @@ class StreamConsumer:
         return step
 
     def _dead_letter(self, entry: Entry, failure: Failure, envelope: Envelope | None) -> None:
+        """Copy the entry to the dead-letter stream and record it; the entry may be acked once either is kept."""
         copy_id = self.io.copy_to_dead_letters(entry, failure)
-        record_dead_letter(entry=entry, group=self.group, failure=failure, envelope=envelope, copy_id=copy_id)
+        recorded = record_dead_letter(
+            entry=entry, group=self.group, failure=failure, envelope=envelope, copy_id=copy_id
+        )
+        if recorded is None and not copy_id:
+            raise TransientFailure(
+                f"entry {entry.id} of {entry.stream} could be dead-lettered neither in Redis nor in the database"
+            )
         self.dead_lettered += 1
 
     # Retries and reclaiming.
@@ -246,7 +300,10 @@ class StreamConsumer:
         for batch in history(stream=self.stream, boundary=boundary, batch_size=self.io.count):
             if stop.is_set():
                 break
-            entries = [Entry(self.stream, entry_id, fields) for entry_id, fields in batch]
+            entries = [
+                Entry(self.stream, entry_id, {name.encode(): value.encode() for name, value in fields.items()})
+                for entry_id, fields in batch
+            ]
             for _ in range(self.policy.max_attempts):
                 self.process(entries, ack=False)
                 if not self.unfinished:

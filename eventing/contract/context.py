@@ -15,8 +15,11 @@ from contextvars import ContextVar
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 
+# The longest correlation, causation or aggregate id: what the columns and indexes that hold one take.
+MAX_ID_LENGTH = 128
+
 # Ids taken from a request header must be safe to log and to index. The timeline's URL takes the same.
-CORRELATION_ID_REGEX = "[A-Za-z0-9._:-]{1,128}"
+CORRELATION_ID_REGEX = rf"[A-Za-z0-9._:-]{{1,{MAX_ID_LENGTH}}}"
 _VALID_ID = re.compile(CORRELATION_ID_REGEX)
 
 

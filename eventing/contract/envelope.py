@@ -4,14 +4,59 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from eventing.contract import context
-from eventing.contract.errors import InvalidEvent, UndecodableEvent, UnsupportedVersion
-from eventing.contract.events import Event, event_class, upcast
+from eventing.contract.context import MAX_ID_LENGTH
+from eventing.contract.errors import InvalidEvent, OversizeEvent, UndecodableEvent, UnsupportedVersion
+from eventing.contract.events import MAX_TYPE_LENGTH, Event, event_class, upcast
+
+# The envelope's fields and their JSON types.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "type": str,
+    "version": int,
+    "occurred_at": str,
+    "correlation_id": str,
+    "causation_id": (str, type(None)),
+    "aggregate_type": str,
+    "aggregate_id": str,
+    "aggregate_version": int,
+    "data": dict,
+}
+# The longest value of each text field: what lands in a column, an index or a log line as it is
+# (the envelope's JSON Schema states them too).
+FIELD_MAX_LENGTHS = {
+    "id": MAX_ID_LENGTH,
+    "type": MAX_TYPE_LENGTH,
+    "occurred_at": MAX_ID_LENGTH,
+    "correlation_id": MAX_ID_LENGTH,
+    "causation_id": MAX_ID_LENGTH,
+    "aggregate_type": MAX_ID_LENGTH,
+    "aggregate_id": MAX_ID_LENGTH,
+}
+# Integers are stored as 64-bit ones (MongoDB's and the databases' widest).
+_INT64 = range(-(2**63), 2**63)
+_INT_FIELDS = tuple(name for name, kind in _FIELDS.items() if kind is int)
+# The deepest nesting of objects and arrays an envelope may have. The events here nest four levels;
+# MongoDB refuses documents nested over 100 (the event log embeds the data), and a fixed limit makes
+# the answer the same whatever the parser's recursion limit and stack depth at the time.
+MAX_NESTING = 64
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting(text: str) -> int:
+    """How deep the objects and arrays of JSON ``text`` nest (brackets in strings are not counted). Costly
+    on large text: ``from_json`` first counts the brackets, and only text with more than the limit is scanned."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def utcnow() -> datetime:
@@ -25,7 +70,10 @@ def parse_time(value: str) -> datetime:
         raise InvalidEvent(f"timestamp {value!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         raise InvalidEvent(f"timestamp {value!r} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise InvalidEvent(f"timestamp {value!r} is out of range in UTC") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,41 +123,46 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: str | bytes, **received: Any) -> Envelope:
-        """The envelope of a stream entry's ``data``; ``received`` sets where and when it was received
-        (``stream``, ``entry_id``, ``received_at``)."""
+        """The envelope of a stream entry's ``data`` (its bytes as read, or text); ``received`` sets where and
+        when it was received (``stream``, ``entry_id``, ``received_at``)."""
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode()
+            except UnicodeDecodeError as exc:
+                raise UndecodableEvent(f"envelope is not UTF-8: {exc}") from None
+        if raw.count("{") + raw.count("[") > MAX_NESTING and (depth := nesting(raw)) > MAX_NESTING:
+            raise OversizeEvent(f"envelope is nested {depth} levels deep, over the {MAX_NESTING}-level limit")
         try:
             doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             raise UndecodableEvent(f"envelope is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UndecodableEvent("envelope is nested too deeply to read") from None
         if not isinstance(doc, dict):
-            raise UndecodableEvent("envelope must be a JSON object")
+            raise UndecodableEvent(f"envelope must be a JSON object, got {type(doc).__name__}")
         return cls.from_dict(doc, **received)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], **received: Any) -> Envelope:
-        expected: dict[str, type | tuple[type, ...]] = {
-            "id": str,
-            "type": str,
-            "version": int,
-            "occurred_at": str,
-            "correlation_id": str,
-            "causation_id": (str, type(None)),
-            "aggregate_type": str,
-            "aggregate_id": str,
-            "aggregate_version": int,
-            "data": dict,
-        }
-        for name, kind in expected.items():
+        for name, kind in _FIELDS.items():
             if name not in doc:
                 raise InvalidEvent(f"envelope field {name!r} is missing")
             value = doc[name]
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise InvalidEvent(f"envelope field {name!r} has the wrong type {type(value).__name__}")
+        for name in _INT_FIELDS:
+            if doc[name] not in _INT64:
+                raise InvalidEvent(f"envelope field {name!r} is out of the 64-bit range")
+        for name, limit in FIELD_MAX_LENGTHS.items():
+            if doc[name] is not None and len(doc[name]) > limit:
+                raise OversizeEvent(
+                    f"envelope field {name!r} is {len(doc[name])} characters long, over the {limit} limit"
+                )
         try:
             event_id = str(uuid.UUID(doc["id"]))
         except ValueError:
             raise InvalidEvent(f"envelope id {doc['id']!r} is not a UUID") from None
-        fields = {**{k: doc[k] for k in expected}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])}
+        fields = {**{k: doc[k] for k in _FIELDS}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])}
         return cls(**fields, **received)
 
     def event(self) -> Event:

@@ -85,6 +85,9 @@ def _field_names(cls: Any) -> frozenset[str]:
 
 _EVENT_TYPES: dict[str, type[Event]] = {}
 
+# The longest event type name: what the outbox's and the dead letters' type columns hold.
+MAX_TYPE_LENGTH = 100
+
 E = TypeVar("E", bound=type[Event])
 
 
@@ -92,6 +95,8 @@ def register_event(cls: E) -> E:
     """Class decorator: make an event type known to the bus. Names are unique."""
     if isinstance(cls.VERSION, bool) or not isinstance(cls.VERSION, int) or cls.VERSION < 1:
         raise DeclarationError(f"{cls.__name__}.VERSION must be an integer from 1, got {cls.VERSION!r}")
+    if not 0 < len(cls.TYPE) <= MAX_TYPE_LENGTH:
+        raise DeclarationError(f"{cls.__name__}.TYPE must be 1 to {MAX_TYPE_LENGTH} characters, got {cls.TYPE!r}")
     existing = _EVENT_TYPES.get(cls.TYPE)
     if existing is not None and existing is not cls:
         raise DeclarationError(

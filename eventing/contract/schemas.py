@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from eventing.contract.envelope import FIELD_MAX_LENGTHS
 from eventing.contract.errors import InvalidEvent
 from eventing.contract.events import Event
 from eventing.contract.shapes import hints, record, shape_of
@@ -94,13 +95,19 @@ def event_schema(*, event_class: type[Event]) -> dict[str, Any]:
 
 
 def envelope_schema() -> dict[str, Any]:
-    """The JSON Schema of the envelope every event travels in (``Envelope.to_dict()``)."""
+    """The JSON Schema of the envelope every event travels in (``Envelope.to_dict()``), with the longest
+    value of each text field that a consumer reads."""
+    properties = copy.deepcopy(ENVELOPE_PROPERTIES)
+    for name, limit in FIELD_MAX_LENGTHS.items():
+        for branch in properties[name].get("anyOf", [properties[name]]):
+            if branch["type"] == "string":
+                branch["maxLength"] = limit
     return {
         "$schema": DIALECT,
         "title": "Event envelope",
         "description": "What travels on the stream, as the `data` field of an entry: identity, lineage and payload.",
         "type": "object",
-        "properties": copy.deepcopy(ENVELOPE_PROPERTIES),
+        "properties": properties,
         "required": list(ENVELOPE_PROPERTIES),
         "additionalProperties": False,
     }

@@ -18,19 +18,20 @@ CREDENTIAL_ERRORS: tuple[type[redis.RedisError], ...] = (
 
 
 @cache
-def _client(url: str, socket_timeout: float | None) -> redis.Redis:
+def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> redis.Redis:
     return redis.Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=decode_responses,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout or 5.0, 5.0),
         health_check_interval=30,
     )
 
 
-def get_redis(*, socket_timeout: float | None = 10.0) -> redis.Redis:
-    """A shared client. Blocking readers pass a timeout above their BLOCK time."""
-    return _client(settings.REDIS_URL, socket_timeout)
+def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = True) -> redis.Redis:
+    """A shared client. Blocking readers pass a timeout above their BLOCK time. Replies are text, or
+    bytes with ``decode_responses=False``: what a stream holds need not be UTF-8, and only bytes read it all."""
+    return _client(settings.REDIS_URL, socket_timeout, decode_responses)
 
 
 def credentials_refused(exc: redis.RedisError) -> str:

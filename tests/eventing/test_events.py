@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from eventing.contract.envelope import Envelope
-from eventing.contract.errors import EventError
+from eventing.contract.envelope import MAX_NESTING, Envelope, nesting
+from eventing.contract.errors import EventError, OversizeEvent
 from eventing.contract.events import Event, registered_event_types
 from inventory.events import StockAdded
 from orders.events import OrderCreated
@@ -81,3 +81,25 @@ def test_undecodable_json_unknown_types_newer_versions_and_missing_fields_are_re
         Envelope.from_dict({**doc, "version": 99}).event()
     with pytest.raises(EventError, match="missing field"):
         Envelope.from_dict({**doc, "data": {"sku": "A"}}).event()
+
+
+def nested(levels: int) -> str:
+    """An envelope whose extra key holds arrays nested so that the whole is ``levels`` deep."""
+    doc = json.dumps(Envelope.wrap(sample(StockAdded), aggregate_version=1).to_dict())
+    return doc[:-1] + ', "extra": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+
+def test_nesting_is_measured_outside_strings():
+    assert nesting('{"a": [[1]]}') == 3
+    assert nesting('{"s": "' + "[" * 100 + '", "a": [[1]]}') == 3  # brackets in a string do not nest
+    assert nesting('{"s": "\\"' + "{" * 100 + '"}') == 1  # nor after an escaped quote
+    assert nesting("[" * 70 + "]" * 70) == 70
+    assert nesting(nested(MAX_NESTING)) == MAX_NESTING
+
+
+def test_an_envelope_nested_deeper_than_the_limit_is_oversize_whatever_the_recursion_limit():
+    assert Envelope.from_json(nested(MAX_NESTING)).type == "STOCK_ADDED"  # extra keys are ignored
+    with pytest.raises(OversizeEvent, match=f"nested {MAX_NESTING + 1} levels deep, over the 64-level limit"):
+        Envelope.from_json(nested(MAX_NESTING + 1))
+    with pytest.raises(OversizeEvent, match="nested 20000 levels deep"):
+        Envelope.from_json('{"a":' * 20_000 + "1" + "}" * 20_000)

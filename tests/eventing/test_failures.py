@@ -110,8 +110,26 @@ def envelope_doc(**changes) -> str:
         ({"type": "STOCK_ADDED", "data": envelope_doc(data={"sku": "X"})}, "invalid event"),
         ({"type": "STOCK_ADDED", "data": envelope_doc(data={**stock_added().data, "on_hand": "7"})}, "invalid event"),
         ({"type": "STOCK_ADDED", "data": envelope_doc(correlation_id="x" * 3000)}, "oversize"),
+        ({"type": "T" * 300, "data": envelope_doc(type="T" * 300)}, "oversize"),
+        ({"type": "STOCK_ADDED", "data": envelope_doc(aggregate_id="x" * 129)}, "oversize"),
+        ({"type": "STOCK_ADDED", "data": "[" * 100 + "]" * 100}, "oversize"),
+        ({"type": "STOCK_ADDED", "data": "[1, 2]"}, "undecodable"),
+        ({"type": "STOCK_ADDED", "data": '"an envelope"'}, "undecodable"),
     ],
-    ids=["bad-json", "no-data", "unknown-type", "future-version", "missing-field", "wrong-type", "oversize"],
+    ids=[
+        "bad-json",
+        "no-data",
+        "unknown-type",
+        "future-version",
+        "missing-field",
+        "wrong-type",
+        "oversize",
+        "long-type",
+        "long-aggregate-id",
+        "deep-nesting",
+        "array-envelope",
+        "string-envelope",
+    ],
 )
 def test_malformed_entries_are_dead_lettered_on_the_first_delivery_with_their_reason(
     settings, redis_client, stream, probe, fields, reason

@@ -362,3 +362,16 @@ def test_data_schema_refuses_an_event_with_a_field_json_cannot_carry():
 
     with pytest.raises(TypeError, match=r"Measured \(TEST_MEASURED\).*float"):
         data_schema(event_class=Measured)
+
+
+def test_an_event_type_longer_than_the_type_columns_is_refused_at_declaration(scratch_registry):
+    with pytest.raises(DeclarationError, match="TYPE must be 1 to 100 characters"):
+
+        @register_event
+        @dataclass(frozen=True, kw_only=True)
+        class Verbose(Event):
+            TYPE: ClassVar[str] = "T" * 101
+            AGGREGATE_TYPE: ClassVar[str] = "verbose"
+            AGGREGATE_ID_FIELD: ClassVar[str] = "verbose_id"
+
+            verbose_id: str
