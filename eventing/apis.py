@@ -49,6 +49,9 @@ class EventLogApi(APIView):
         aggregate_version = serializers.IntegerField()
         data = serializers.DictField()  # type: ignore[assignment]  # the event payload, not Serializer.data
         stream_entry_id = serializers.CharField(allow_null=True)
+        trace_id = serializers.CharField(
+            default=None, allow_null=True, help_text="The OpenTelemetry trace the event belongs to (null when off)."
+        )
 
     @extend_schema(
         operation_id="events_list",
@@ -126,6 +129,9 @@ class TimelineEventSerializer(serializers.Serializer[Any]):
     aggregate_id = serializers.CharField()
     aggregate_version = serializers.IntegerField()
     causation_id = serializers.CharField(allow_null=True)
+    trace_id = serializers.CharField(
+        allow_null=True, help_text="The OpenTelemetry trace the event belongs to (null when tracing was off)."
+    )
     data = serializers.DictField()  # type: ignore[assignment]  # the event payload, not Serializer.data
     consumers_expected = serializers.ListField(child=serializers.CharField())
     processed_by = TimelineProcessedSerializer(many=True)

@@ -116,6 +116,7 @@ class TimelineEvent(TypedDict):
     aggregate_id: str
     aggregate_version: int
     causation_id: str | None
+    trace_id: str | None
     data: dict[str, Any]
     consumers_expected: list[str]
     processed_by: list[ProcessedBy]
@@ -178,6 +179,7 @@ def timeline_get(*, correlation_id: str) -> Timeline | None:
                 aggregate_id=record["aggregate_id"],
                 aggregate_version=record["aggregate_version"],
                 causation_id=record.get("causation_id"),
+                trace_id=record.get("trace_id"),
                 data=record.get("data") or {},
                 consumers_expected=event_consumers_expected(record["type"]),
                 processed_by=processed_by,

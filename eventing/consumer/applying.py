@@ -10,8 +10,10 @@ handlers run outside the transaction.
 from __future__ import annotations
 
 import logging
+import time
 import traceback as tb
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,6 +27,8 @@ from eventing.contract import context
 from eventing.contract.consumers import BatchHandlerFunc, Handler, HandlerFunc
 from eventing.contract.envelope import Envelope
 from eventing.models import DeadLetter, ProcessedEvent
+from eventing.telemetry import tracing
+from eventing.telemetry.metrics import HANDLER_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ def _apply_chunk(todo: list[Delivery], *, consumer: str) -> HandlerFailure | Non
             firsts = {d.envelope.id: d for d in reversed(todo)}
             fresh = [d for d in todo if d.envelope.id in new and firsts[d.envelope.id] is d]
             for delivery in fresh:
-                _run_handlers(delivery)
+                _run_handlers(delivery, consumer=consumer)
     except _HandlerFailed as failed:
         return failed.failure
     except TRANSIENT_ERRORS as exc:
@@ -89,9 +93,36 @@ def _apply_chunk(todo: list[Delivery], *, consumer: str) -> HandlerFailure | Non
     return None
 
 
-def _run_handlers(delivery: Delivery) -> None:
+def event_span(delivery: Delivery, *, consumer: str) -> Any:
+    """The tracing span of one event's processing by ``consumer``, a child of the span that raised it."""
     envelope = delivery.envelope
-    with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
+    parent = {"traceparent": envelope.traceparent} if envelope.traceparent else {}
+    if parent and envelope.tracestate:
+        parent["tracestate"] = envelope.tracestate
+    return tracing.consumer_span(
+        parent=parent,
+        stream=delivery.entry.stream,
+        group=consumer,
+        message_id=delivery.entry.id,
+        event_type=envelope.type,
+        event_id=envelope.id,
+    )
+
+
+def _observe(consumer: str, deliveries: list[Delivery], seconds: float) -> None:
+    """The handlers' time, shared by the events it was spent on."""
+    share = seconds / len(deliveries)
+    for delivery in deliveries:
+        HANDLER_SECONDS.labels(consumer, delivery.envelope.type).observe(share)
+
+
+def _run_handlers(delivery: Delivery, *, consumer: str) -> None:
+    envelope = delivery.envelope
+    started = time.perf_counter()
+    with (
+        context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id),
+        event_span(delivery, consumer=consumer),
+    ):
         for handler in delivery.handlers:
             if handler.idempotent:
                 continue
@@ -101,6 +132,7 @@ def _run_handlers(delivery: Delivery) -> None:
                 raise
             except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
                 raise _HandlerFailed(HandlerFailure(delivery, handler, exc, tb.format_exc())) from exc
+    _observe(consumer, [delivery], time.perf_counter() - started)
 
 
 def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
@@ -132,7 +164,18 @@ def _log_duplicates(deliveries: list[Delivery], *, consumer: str) -> None:
             logger.info("%s: %s %s already applied; skipping the duplicate", consumer, envelope.type, envelope.id)
 
 
-def apply_idempotent(deliveries: list[Delivery]) -> list[HandlerFailure]:
+def apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[HandlerFailure]:
+    """See ``_apply_idempotent``; with tracing on, each delivery's span covers all its handlers."""
+    if not tracing.enabled():
+        return _apply_idempotent(deliveries, consumer=consumer)
+    with ExitStack() as spans:
+        for delivery in deliveries:
+            if any(handler.idempotent for handler in delivery.handlers):
+                spans.enter_context(event_span(delivery, consumer=consumer))
+        return _apply_idempotent(deliveries, consumer=consumer)
+
+
+def _apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[HandlerFailure]:
     """Run the deliveries' idempotent handlers, handler by handler in registration order: a batch
     handler once for all its deliveries, any other once per delivery. A failing batch is redone
     delivery by delivery, so only the events that fail are reported (a delivery's later handlers are
@@ -145,21 +188,24 @@ def apply_idempotent(deliveries: list[Delivery]) -> list[HandlerFailure]:
         targets = [d for d in deliveries if handler in d.handlers and d.entry.id not in failed]
         if handler.batch and len(targets) > 1:
             try:
+                started = time.perf_counter()
                 cast(BatchHandlerFunc, handler.func)([(d.event, d.envelope) for d in targets])
+                _observe(consumer, targets, time.perf_counter() - started)
                 continue
             except TRANSIENT_ERRORS as exc:
                 raise TransientFailure(str(exc)) from exc
             except Exception:  # noqa: BLE001 - redone one by one below, where the failure is pinned to its event
                 logger.warning("%s failed on a batch of %d; applying its events one by one", handler.name, len(targets))
         for delivery in targets:
-            failure = _run_idempotent(handler, delivery)
+            failure = _run_idempotent(handler, delivery, consumer=consumer)
             if failure is not None:
                 failed[delivery.entry.id] = failure
     return list(failed.values())
 
 
-def _run_idempotent(handler: Handler, delivery: Delivery) -> HandlerFailure | None:
+def _run_idempotent(handler: Handler, delivery: Delivery, *, consumer: str) -> HandlerFailure | None:
     envelope = delivery.envelope
+    started = time.perf_counter()
     with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
         try:
             if handler.batch:
@@ -170,6 +216,7 @@ def _run_idempotent(handler: Handler, delivery: Delivery) -> HandlerFailure | No
             raise TransientFailure(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
             return HandlerFailure(delivery, handler, exc, tb.format_exc())
+    _observe(consumer, [delivery], time.perf_counter() - started)
     return None
 
 

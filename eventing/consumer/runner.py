@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import traceback as tb
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -36,6 +37,13 @@ from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Next, RetryPolic
 from eventing.contract import context
 from eventing.contract.consumers import consumer_names
 from eventing.contract.envelope import Envelope
+from eventing.telemetry.metrics import (
+    EVENTS_DEAD_LETTERED,
+    EVENTS_FAILED,
+    EVENTS_PROCESSED,
+    EVENTS_RETRIED,
+    event_type_label,
+)
 from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, redact_url
 from eventing.transport.relay import publishing_batch
 
@@ -178,9 +186,12 @@ class StreamConsumer:
                     applied, chunk_failures = apply_transactional(chunk, consumer=self.name)
                 committed += [d for d in chunk if d.entry.id in applied]
                 failures += chunk_failures
-            failures += apply_idempotent(committed)
+            failures += apply_idempotent(committed, consumer=self.name)
             failed = {f.delivery.entry.id for f in failures}
-            finished += [d.entry for d in committed if d.entry.id not in failed]
+            applied_ok = [d for d in committed if d.entry.id not in failed]
+            finished += [d.entry for d in applied_ok]
+            for event_type, count in Counter(d.envelope.type for d in applied_ok).items():
+                EVENTS_PROCESSED.labels(self.name, event_type).inc(count)
             for failure in failures:
                 if self._fail(failure) is Next.DEAD_LETTER:
                     finished.append(failure.delivery.entry)
@@ -197,6 +208,7 @@ class StreamConsumer:
         self._may_hold_failures = True
         attempts, first_failed_at = self.io.count_failure(delivery.entry)
         envelope = delivery.envelope
+        EVENTS_FAILED.labels(self.name, envelope.type, kind.value).inc()
         with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
             logger.error(
                 "%s: %s %s (entry %s) failed, attempt %d of %d: %s: %s",
@@ -228,6 +240,8 @@ class StreamConsumer:
     def _dead_letter(self, entry: Entry, failure: Failure, envelope: Envelope | None) -> None:
         """Copy the entry to the dead-letter stream and record it; the entry may be acked once either is kept."""
         copy_id = self.io.copy_to_dead_letters(entry, failure)
+        label = event_type_label(envelope.type if envelope else None)  # a hostile entry's type is no label
+        EVENTS_DEAD_LETTERED.labels(self.name, label, failure.reason).inc()
         recorded = record_dead_letter(
             entry=entry, group=self.group, failure=failure, envelope=envelope, copy_id=copy_id
         )
@@ -251,7 +265,11 @@ class StreamConsumer:
             if retry.wait_ms <= 0:
                 due.setdefault(retry.stream, []).append(retry.id)
         for stream, ids in due.items():
-            handled += self.process(self.io.claim(stream, ids))
+            claimed = self.io.claim(stream, ids)
+            for entry in claimed:
+                event_type = entry.fields.get(b"type", b"").decode(errors="replace")
+                EVENTS_RETRIED.labels(self.name, event_type_label(event_type)).inc()
+            handled += self.process(claimed)
         return handled
 
     def next_retry_in(self) -> float | None:

@@ -29,6 +29,9 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "aggregate_version": int,
     "data": dict,
 }
+# W3C trace context (https://www.w3.org/TR/trace-context/), present when the event was raised inside a
+# traced span: the consumers continue that trace. Optional, so envelopes without them stay as they were.
+TRACE_FIELDS: dict[str, int] = {"traceparent": 55, "tracestate": 512}  # each field's longest value
 # The longest value of each text field: what lands in a column, an index or a log line as it is
 # (the envelope's JSON Schema states them too).
 FIELD_MAX_LENGTHS = {
@@ -90,14 +93,17 @@ class Envelope:
     aggregate_id: str
     aggregate_version: int
     data: dict[str, Any]
+    traceparent: str | None = None
+    tracestate: str | None = None
     # Where and when a consumer received it (for a logged event: when it was logged); not part of the wire format.
     stream: str | None = dataclasses.field(default=None, compare=False)
     entry_id: str | None = dataclasses.field(default=None, compare=False)
     received_at: datetime | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def wrap(cls, event: Event, *, aggregate_version: int) -> Envelope:
-        """Envelope a new event, inheriting the ids bound to the current unit of work."""
+    def wrap(cls, event: Event, *, aggregate_version: int, trace: dict[str, str] | None = None) -> Envelope:
+        """Envelope a new event, inheriting the ids bound to the current unit of work and ``trace``, the
+        W3C trace context of the span it is raised in."""
         event_id = str(uuid.uuid4())
         return cls(
             id=event_id,
@@ -111,12 +117,23 @@ class Envelope:
             aggregate_id=event.aggregate_id,
             aggregate_version=aggregate_version,
             data=json.loads(json.dumps(event.to_data())),
+            traceparent=(trace or {}).get("traceparent"),
+            tracestate=(trace or {}).get("tracestate"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         del doc["stream"], doc["entry_id"], doc["received_at"]
+        for name in TRACE_FIELDS:
+            if doc[name] is None:
+                del doc[name]
         return {**doc, "occurred_at": self.occurred_at.isoformat()}
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace the event belongs to (32 hex digits), from its ``traceparent``."""
+        parts = (self.traceparent or "").split("-")
+        return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
@@ -158,12 +175,22 @@ class Envelope:
                 raise OversizeEvent(
                     f"envelope field {name!r} is {len(doc[name])} characters long, over the {limit} limit"
                 )
+        trace: dict[str, Any] = {}
+        for name, limit in TRACE_FIELDS.items():
+            value = doc.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidEvent(f"envelope field {name!r} has the wrong type {type(value).__name__}")
+            if len(value) > limit:
+                raise OversizeEvent(f"envelope field {name!r} is {len(value)} characters long, over the {limit} limit")
+            trace[name] = value
         try:
             event_id = str(uuid.UUID(doc["id"]))
         except ValueError:
             raise InvalidEvent(f"envelope id {doc['id']!r} is not a UUID") from None
         fields = {**{k: doc[k] for k in _FIELDS}, "id": event_id, "occurred_at": parse_time(doc["occurred_at"])}
-        return cls(**fields, **received)
+        return cls(**fields, **trace, **received)
 
     def event(self) -> Event:
         """The typed payload, upcast from an older version first. Raises EventError for

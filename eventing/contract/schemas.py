@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from eventing.contract.envelope import FIELD_MAX_LENGTHS
+from eventing.contract.envelope import FIELD_MAX_LENGTHS, TRACE_FIELDS
 from eventing.contract.errors import InvalidEvent
 from eventing.contract.events import Event
 from eventing.contract.shapes import hints, record, shape_of
@@ -47,6 +47,14 @@ ENVELOPE_PROPERTIES: dict[str, dict[str, Any]] = {
     "aggregate_id": {"type": "string", "description": "The id of that thing."},
     "aggregate_version": {"type": "integer", "description": "The aggregate's version after this event."},
     "data": {"type": "object", "description": "The payload; its schema is `TYPE/vVERSION`."},
+}
+# Present only when the event was raised inside a traced span.
+TRACE_PROPERTIES: dict[str, dict[str, Any]] = {
+    "traceparent": {
+        "type": "string",
+        "description": "W3C trace context of the span that raised the event; consumers continue its trace.",
+    },
+    "tracestate": {"type": "string", "description": "W3C vendor trace state that goes with `traceparent`."},
 }
 
 
@@ -97,8 +105,8 @@ def event_schema(*, event_class: type[Event]) -> dict[str, Any]:
 def envelope_schema() -> dict[str, Any]:
     """The JSON Schema of the envelope every event travels in (``Envelope.to_dict()``), with the longest
     value of each text field that a consumer reads."""
-    properties = copy.deepcopy(ENVELOPE_PROPERTIES)
-    for name, limit in FIELD_MAX_LENGTHS.items():
+    properties = copy.deepcopy({**ENVELOPE_PROPERTIES, **TRACE_PROPERTIES})
+    for name, limit in {**FIELD_MAX_LENGTHS, **TRACE_FIELDS}.items():
         for branch in properties[name].get("anyOf", [properties[name]]):
             if branch["type"] == "string":
                 branch["maxLength"] = limit
@@ -108,7 +116,7 @@ def envelope_schema() -> dict[str, Any]:
         "description": "What travels on the stream, as the `data` field of an entry: identity, lineage and payload.",
         "type": "object",
         "properties": properties,
-        "required": list(ENVELOPE_PROPERTIES),
+        "required": list(ENVELOPE_PROPERTIES),  # the trace context is there only when the event was traced
         "additionalProperties": False,
     }
 

@@ -33,6 +33,7 @@ class EventRecord(Document):  # type: ignore[misc]  # mongoengine ships no types
     stream_ms = IntField()
     stream_seq = IntField()
     recorded_at = DateTimeField()
+    trace_id = StringField(null=True)  # the trace it belongs to, when it was raised inside a traced span
 
     meta = {
         "collection": "event_log",
@@ -67,6 +68,7 @@ def log_record(envelope: Envelope) -> dict[str, Any]:
         "stream_ms": ms,
         "stream_seq": seq,
         "recorded_at": envelope.received_at or utcnow(),
+        "trace_id": envelope.trace_id,
     }
 
 

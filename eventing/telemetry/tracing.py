@@ -77,27 +77,39 @@ def consumer_span(
     )
 
 
-def _database_spans() -> None:
-    """A client span per SQL statement, on every database connection Django opens."""
+def _sql_span(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    """A Django execute wrapper: a client span around one SQL statement."""
+    if _tracer is None:
+        return execute(sql, params, many, context)
+    operation = sql.split(None, 1)[0].upper() if sql else "SQL"
+    attributes = {
+        "db.system.name": context["connection"].vendor,
+        "db.operation.name": operation,
+        "db.query.text": sql,
+    }
+    with _tracer.start_as_current_span(operation, kind=SpanKind.CLIENT, attributes=attributes):
+        return execute(sql, params, many, context)
+
+
+def _wrap_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if _sql_span not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_sql_span)
+
+
+def _database_spans(on: bool) -> None:
+    """A client span per SQL statement, on every database connection Django opens (or no more)."""
+    from django.db import connections
     from django.db.backends.signals import connection_created
 
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        connection = context["connection"]
-        operation = sql.split(None, 1)[0].upper() if sql else "SQL"
-        attributes = {"db.system.name": connection.vendor, "db.operation.name": operation, "db.query.text": sql}
-        assert _tracer is not None
-        with _tracer.start_as_current_span(operation, kind=SpanKind.CLIENT, attributes=attributes):
-            return execute(sql, params, many, context)
-
-    def install(sender: Any, connection: Any, **kwargs: Any) -> None:
-        if wrapper not in connection.execute_wrappers:
-            connection.execute_wrappers.append(wrapper)
-
-    connection_created.connect(install, dispatch_uid="eventing.telemetry.tracing")
-    from django.db import connections
-
+    if on:
+        connection_created.connect(_wrap_connection, dispatch_uid="eventing.telemetry.tracing")
+    else:
+        connection_created.disconnect(dispatch_uid="eventing.telemetry.tracing")
     for connection in connections.all(initialized_only=True):
-        install(None, connection)
+        if on:
+            _wrap_connection(None, connection)
+        elif _sql_span in connection.execute_wrappers:
+            connection.execute_wrappers.remove(_sql_span)
 
 
 def configure(*, service_name: str, provider: Any = None) -> bool:
@@ -118,7 +130,7 @@ def configure(*, service_name: str, provider: Any = None) -> bool:
         instrumentor.instrument(tracer_provider=provider)
         _instrumentors.append(instrumentor)
     _tracer = provider.get_tracer("eventing")
-    _database_spans()
+    _database_spans(True)
     return True
 
 
@@ -128,6 +140,7 @@ def shutdown() -> None:
     for instrumentor in _instrumentors:
         instrumentor.uninstrument()
     _instrumentors.clear()
+    _database_spans(False)
     _tracer = None
 
 

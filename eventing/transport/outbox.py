@@ -19,6 +19,7 @@ from eventing.contract.errors import EventError
 from eventing.contract.events import Event, event_class
 from eventing.contract.schemas import validate_event
 from eventing.models import OutboxEvent
+from eventing.telemetry import tracing
 from eventing.transport.relay import publish_after_commit
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def record_event(sender: Any, *, event: Event, aggregate_version: int, **kwargs:
     if event_class(event.TYPE) is not type(event):
         raise EventError(f"{type(event).__name__} is not the registered class for {event.TYPE}")
     validate_event(event=event)
-    envelope = Envelope.wrap(event, aggregate_version=aggregate_version)
+    # The trace context of the request or the consumer span raising it: its consumers continue that trace.
+    envelope = Envelope.wrap(event, aggregate_version=aggregate_version, trace=tracing.trace_headers())
     row = OutboxEvent.objects.create(
         event_id=envelope.id,
         event_type=envelope.type,

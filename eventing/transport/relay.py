@@ -20,6 +20,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from eventing.models import OutboxEvent
+from eventing.telemetry.metrics import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
 from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, get_redis, redact_url
 from eventing.transport.retention import PrunePass
 from eventing.transport.trim import trim_streams
@@ -49,8 +50,11 @@ def publish(rows: Sequence[OutboxEvent], *, client: redis.Redis) -> int:
 def _publish(rows: Sequence[Pending], *, client: redis.Redis) -> int:
     if not rows:
         return 0
+    started = time.perf_counter()
     _xadd(rows, client=client)
+    RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
     _mark_published(rows)
+    RELAY_PUBLISHED.inc(len(rows))
     return len(rows)
 
 

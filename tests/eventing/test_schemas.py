@@ -13,7 +13,7 @@ from django.db import transaction
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract import events
 from eventing.contract.envelope import Envelope
-from eventing.contract.errors import DeclarationError, InvalidEvent, UnsupportedVersion
+from eventing.contract.errors import DeclarationError, InvalidEvent, OversizeEvent, UnsupportedVersion
 from eventing.contract.events import Event, register_event, registered_event_types, upcaster
 from eventing.contract.schemas import DIALECT, data_schema, envelope_schema, event_schema, type_schema
 from eventing.models import DeadLetter, OutboxEvent
@@ -117,11 +117,25 @@ def test_every_registered_event_has_a_schema_and_a_description(event_type):
 
 
 def test_the_envelope_schema_names_every_field_an_envelope_carries():
-    doc = Envelope.wrap(order_created(), aggregate_version=1).to_dict()
+    untraced = Envelope.wrap(order_created(), aggregate_version=1).to_dict()
+    trace = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "tracestate": "vendor=1"}
+    traced = Envelope.wrap(order_created(), aggregate_version=1, trace=trace).to_dict()
     schema = envelope_schema()
-    assert set(schema["properties"]) == set(doc)
-    assert schema["required"] == list(schema["properties"])
+    assert set(schema["properties"]) == set(traced) == set(untraced) | {"traceparent", "tracestate"}
+    assert schema["required"] == list(untraced)  # the trace context only when the event was traced
     assert schema["additionalProperties"] is False
+
+
+def test_the_trace_context_survives_the_round_trip_and_is_checked():
+    trace = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"}
+    envelope = Envelope.wrap(order_created(), aggregate_version=1, trace=trace)
+    back = Envelope.from_json(envelope.to_json())
+    assert back.traceparent == trace["traceparent"] and back.tracestate is None
+    assert back.trace_id == "a" * 32
+    with pytest.raises(InvalidEvent, match="traceparent"):
+        Envelope.from_dict({**envelope.to_dict(), "traceparent": 7})
+    with pytest.raises(OversizeEvent, match="tracestate"):
+        Envelope.from_dict({**envelope.to_dict(), "tracestate": "x" * 513})
 
 
 # -- Publishing ---------------------------------------------------------------------------------------
