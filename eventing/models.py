@@ -100,6 +100,7 @@ class DeadLetter(models.Model):
         permissions = [
             ("retry_deadletter", "Can retry dead letters"),
             ("discard_deadletter", "Can discard dead letters"),
+            ("edit_deadletter", "Can correct a dead letter's event and retry it"),
         ]
         ordering = ["-created_at"]
 
@@ -148,6 +149,7 @@ class DeadLetterAction(models.Model):
     class Kind(models.TextChoices):
         RETRY = "retry"
         DISCARD = "discard"
+        EDIT = "edit", "edit and retry"
 
     dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="actions")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -155,6 +157,8 @@ class DeadLetterAction(models.Model):
     reason = models.TextField(blank=True)
     result = models.TextField()
     batch = models.UUIDField(help_text="Shared by the entries one action was applied to.")
+    original = models.TextField(blank=True, help_text="An edit's starting point: the event's envelope as it failed.")
+    diff = models.TextField(blank=True, help_text="An edit's change to the envelope, as a unified diff.")
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +12,10 @@ from typing import Any
 from django.db import transaction
 
 from core.exceptions import InvalidInput
+from eventing.contract.envelope import Envelope
+from eventing.contract.errors import EventError, InvalidEvent
+from eventing.contract.events import field_names
+from eventing.contract.schemas import validate_event
 from eventing.models import DeadLetter, DeadLetterAction
 from eventing.transport.client import get_redis
 from eventing.transport.streams import retry_stream
@@ -22,9 +28,26 @@ class ActionResult:
     message: str
 
 
-def _audit(dead_letter: DeadLetter, *, kind: str, actor: str, reason: str, result: str, batch: uuid.UUID) -> None:
+def _audit(
+    dead_letter: DeadLetter,
+    *,
+    kind: str,
+    actor: str,
+    reason: str,
+    result: str,
+    batch: uuid.UUID,
+    original: str = "",
+    diff: str = "",
+) -> None:
     DeadLetterAction.objects.create(
-        dead_letter=dead_letter, kind=kind, actor=actor, reason=reason, result=result, batch=batch
+        dead_letter=dead_letter,
+        kind=kind,
+        actor=actor,
+        reason=reason,
+        result=result,
+        batch=batch,
+        original=original,
+        diff=diff,
     )
 
 
@@ -89,3 +112,73 @@ def dead_letter_discard(*, dead_letters: Iterable[DeadLetter], actor: str, reaso
             )
         results.append(result)
     return results
+
+
+def dead_letter_envelope_text(*, dead_letter: DeadLetter) -> str:
+    """The failed event's envelope as indented JSON, the starting point of an edit; the entry's ``data``
+    as it was read when it is not a readable envelope (an edit then writes one whole)."""
+    data = _retryable_fields(dead_letter).get(b"data", b"")
+    text = data.decode(errors="replace")
+    try:
+        return json.dumps(json.loads(text), indent=2, sort_keys=True)
+    except (ValueError, RecursionError):
+        return text
+
+
+def dead_letter_edit(*, dead_letter: DeadLetter, envelope: str, actor: str, reason: str) -> ActionResult:
+    """Correct a pending dead letter's event and deliver the corrected one to its own consumer group.
+
+    The edited envelope must be a valid envelope whose event fits its schema (InvalidInput otherwise, with
+    nothing changed), and keep the event's id: it is how every consumer recognises the event. The audit
+    trail keeps the original envelope, the edit as a unified diff, who made it and why."""
+    if not reason.strip():
+        raise InvalidInput({"reason": ["Say why the event needed correcting (kept in the audit trail)."]})
+    try:
+        edited = Envelope.from_json(envelope)
+        event = edited.event()
+        validate_event(event=event)
+        undeclared = sorted(set(edited.data) - field_names(type(event))) if edited.version == event.VERSION else []
+        if undeclared:  # a reader would ignore them: the operator meant something else
+            raise InvalidEvent(f"{edited.type} declares no field {', '.join(map(repr, undeclared))}")
+    except EventError as exc:
+        raise InvalidInput({"envelope": [f"The edited envelope is not a valid event: {exc}"]}) from None
+    with transaction.atomic():
+        locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        if locked.status != DeadLetter.Status.PENDING:
+            raise InvalidInput({"envelope": [f"Not edited: the dead letter is already {locked.get_status_display()}."]})
+        fields = _retryable_fields(locked)
+        if locked.event_id and edited.id != locked.event_id:
+            raise InvalidInput(
+                {"envelope": [f"The event id must stay {locked.event_id}: consumers recognise it by it."]}
+            )
+        original = dead_letter_envelope_text(dead_letter=locked)
+        corrected = json.dumps(json.loads(edited.to_json()), indent=2, sort_keys=True)
+        diff = "".join(
+            difflib.unified_diff(
+                original.splitlines(keepends=True),
+                corrected.splitlines(keepends=True),
+                fromfile="original",
+                tofile=f"edited by {actor}",
+            )
+        )
+        if not diff:
+            raise InvalidInput({"envelope": ["Nothing was changed; retry the dead letter instead."]})
+        entry = {**fields, b"type": edited.type.encode(), b"data": edited.to_json().encode()}
+        target = retry_stream(locked.stream, locked.consumer_group)
+        new_id = str(get_redis().xadd(target, dict[Any, Any](entry)))
+        locked.status = DeadLetter.Status.RETRIED
+        locked.save(update_fields=["status", "updated_at"])
+        result = ActionResult(
+            locked, True, f"corrected and re-delivered to {locked.consumer_group} as {target} {new_id}"
+        )
+        _audit(
+            locked,
+            kind=DeadLetterAction.Kind.EDIT,
+            actor=actor,
+            reason=reason,
+            result=result.message,
+            batch=uuid.uuid4(),
+            original=original,
+            diff=diff,
+        )
+    return result

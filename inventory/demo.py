@@ -27,13 +27,13 @@ class DemoAccount:
 
 
 def operators_group() -> Group:
-    """Staff who run the bus: view everything of the apps, retry and discard dead letters, cancel orders.
+    """Staff who run the bus: view everything of the apps, retry, correct and discard dead letters, cancel orders.
     Not superusers: nobody gets the right to edit bus state by hand (the admin is read-only for it)."""
     group, _ = Group.objects.get_or_create(name=OPERATORS)
     group.permissions.set(
         Permission.objects.filter(
             Q(content_type__app_label__in=["eventing", "orders", "inventory"], codename__startswith="view_")
-            | Q(content_type__app_label="eventing", codename__in=["retry_deadletter", "discard_deadletter"])
+            | Q(content_type__app_label="eventing", codename__in=["retry_deadletter", "discard_deadletter", "edit_deadletter"])
             | Q(content_type__app_label="orders", codename="change_order")  # the admin's cancel action
         )
     )

@@ -9,10 +9,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdminMixin
@@ -21,7 +23,13 @@ from eventing.models import DeadLetter, DeadLetterAction
 from eventing.selectors import (
     dead_letter_payload_pretty,
 )
-from eventing.services import ActionResult, dead_letter_discard, dead_letter_retry
+from eventing.services import (
+    ActionResult,
+    dead_letter_discard,
+    dead_letter_edit,
+    dead_letter_envelope_text,
+    dead_letter_retry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,8 @@ FROM_DETAIL = "_from_detail"
 
 class DeadLetterActionInline(ReadOnlyAdminMixin, admin.TabularInline[DeadLetterAction, DeadLetter]):
     model = DeadLetterAction
-    fields = ["at", "kind", "actor", "reason", "result"]
-    readonly_fields = ["at", "kind", "actor", "reason", "result"]
+    fields = ["at", "kind", "actor", "reason", "result", "edit"]
+    readonly_fields = ["at", "kind", "actor", "reason", "result", "edit"]
     ordering = ["at", "id"]
     extra = 0
     verbose_name = "audit entry"
@@ -41,6 +49,30 @@ class DeadLetterActionInline(ReadOnlyAdminMixin, admin.TabularInline[DeadLetterA
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Who acted on a dead letter is part of its record: whoever may see the entry may see its trail.
         return request.user.has_perm("eventing.view_deadletter") or super().has_view_permission(request, obj)
+
+    @admin.display(description="edit (original, then the change)")
+    def edit(self, action: DeadLetterAction) -> str:
+        if not action.diff:
+            return "-"
+        return format_html(
+            '<details><summary>original envelope</summary><pre style="white-space: pre-wrap">{}</pre></details>'
+            '<pre class="edit-diff" style="white-space: pre-wrap">{}</pre>',
+            action.original,
+            action.diff,
+        )
+
+
+class EditForm(forms.Form):
+    envelope = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 28, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}),
+        strip=False,
+        help_text="The event's envelope as JSON. It is validated against the event's schema before it is sent; "
+        "its id must stay.",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 100}),
+        help_text="Why the event needed correcting; kept in the audit trail with the original and the diff.",
+    )
 
 
 class DiscardForm(forms.Form):
@@ -110,6 +142,64 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[DeadLetter]):
     def has_discard_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("eventing.discard_deadletter")
 
+    def has_edit_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("eventing.edit_deadletter")
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        edit = path(
+            "<int:object_id>/edit/", self.admin_site.admin_view(self.edit_view), name="{}_{}_edit".format(*info)
+        )
+        return [edit, *super().get_urls()]
+
+    def edit_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Correct the failed event's envelope and deliver it again to its group (``dead_letter_edit``)."""
+        if not self.has_edit_permission(request):
+            raise PermissionDenied
+        dead_letter = get_object_or_404(DeadLetter, pk=object_id)
+        detail = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[dead_letter.pk],
+            current_app=self.admin_site.name,
+        )
+        if dead_letter.status != DeadLetter.Status.PENDING:
+            self.message_user(
+                request,
+                f"#{dead_letter.pk} is {dead_letter.get_status_display()}: only a pending dead letter is edited.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(detail)
+        initial = {"envelope": dead_letter_envelope_text(dead_letter=dead_letter)}
+        form = EditForm(request.POST if request.method == "POST" else None, initial=initial)
+        if form.is_valid():
+            try:
+                result = dead_letter_edit(
+                    dead_letter=dead_letter,
+                    envelope=form.cleaned_data["envelope"],
+                    actor=request.user.get_username(),
+                    reason=form.cleaned_data["reason"],
+                )
+            except InvalidInput as exc:
+                for field, errors in exc.field_errors.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                logger.info(
+                    "dead letter #%s edited by %s: %s", dead_letter.pk, request.user.get_username(), result.message
+                )
+                self.message_user(request, f"#{dead_letter.pk}: {result.message}.", messages.SUCCESS)
+                return HttpResponseRedirect(detail)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Correct and retry dead letter #{dead_letter.pk}",
+            "opts": self.opts,
+            "original": dead_letter,
+            "form": form,
+            "detail_url": detail,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/eventing/deadletter/edit.html", context)
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -124,6 +214,7 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[DeadLetter]):
             {
                 "can_retry": pending and self.has_retry_permission(request),
                 "can_discard": pending and self.has_discard_permission(request),
+                "can_edit": pending and self.has_edit_permission(request),
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "from_detail": FROM_DETAIL,
             }

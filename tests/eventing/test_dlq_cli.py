@@ -255,7 +255,7 @@ def test_show_of_an_unknown_id_is_refused(dead_letters):
         (["discard", "1", "--failure-reason", "oversize", "--reason", "x"], "filters apply only with --all: --failure"),
         (["retry", "abc"], "invalid int value: 'abc'"),
         (["show"], "the following arguments are required: ID"),
-        ([], "the following arguments are required: {list,show,retry,discard}"),
+        ([], "the following arguments are required: {list,show,retry,discard,edit}"),
     ],
     ids=[
         "since-word",

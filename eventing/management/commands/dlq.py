@@ -3,6 +3,7 @@
 import argparse
 import getpass
 import json
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,13 @@ from django.utils import timezone
 from core.exceptions import InvalidInput
 from eventing.models import DeadLetter
 from eventing.selectors import dead_letter_actions, dead_letter_filter, dead_letter_find, dead_letter_payload_pretty
-from eventing.services import ActionResult, dead_letter_discard, dead_letter_retry
+from eventing.services import (
+    ActionResult,
+    dead_letter_discard,
+    dead_letter_edit,
+    dead_letter_envelope_text,
+    dead_letter_retry,
+)
 
 FILTERS = ("group", "type", "status", "reason", "since", "search")
 LIST_COLUMNS = ("id", "group", "type", "reason", "status", "attempts", "last failure", "event id")
@@ -66,10 +73,13 @@ def add_targets(parser: CommandParser, **filter_options: Any) -> None:
 
 
 class Command(BaseCommand):
-    help = "List, show, retry or discard dead letters (the admin's dead-letter console on the command line)."
+    help = (
+        "List, show, retry, discard or correct and retry dead letters (the admin's dead-letter console on the "
+        "command line)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,show,retry,discard}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,show,retry,discard,edit}")
 
         listing = actions.add_parser("list", help="List dead letters, newest first.")
         add_filters(listing)
@@ -89,8 +99,45 @@ class Command(BaseCommand):
             "--reason", dest="why", help="Why they are given up on (required; kept in the audit trail)."
         )
 
+        edit = actions.add_parser(
+            "edit",
+            help="Correct a dead letter's event and deliver it again to its group (needs the edited envelope as a "
+            "file; --dump writes the current one to start from).",
+        )
+        edit.add_argument("id", type=int, metavar="ID", help="The dead letter's id.")
+        edit.add_argument("--dump", action="store_true", help="Print the failed event's envelope (JSON) and stop.")
+        edit.add_argument("--file", help="The corrected envelope, as JSON ('-' for standard input).")
+        edit.add_argument("--reason", help="Why the event needed correcting (required; kept in the audit trail).")
+
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"handle_{options['action']}")(options)
+
+    def handle_edit(self, options: dict[str, Any]) -> None:
+        [dead_letter], _ = self.find([options["id"]])
+        if options["dump"]:
+            self.stdout.write(dead_letter_envelope_text(dead_letter=dead_letter))
+            return
+        if not options["file"]:
+            raise CommandError(
+                "name the corrected envelope: --file edited.json (or --dump to start from the current one)"
+            )
+        reason = (options["reason"] or "").strip()
+        if not reason:
+            raise CommandError('a reason is required: --reason "why the event needed correcting"')
+        try:
+            if options["file"] == "-":
+                envelope = sys.stdin.read()
+            else:
+                with open(options["file"], encoding="utf-8") as file:
+                    envelope = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {options['file']}: {exc}") from None
+        try:
+            result = dead_letter_edit(dead_letter=dead_letter, envelope=envelope, actor=actor(), reason=reason)
+        except InvalidInput as exc:
+            problems = [str(error) for errors in exc.field_errors.values() for error in errors]
+            raise CommandError("not edited: " + "; ".join(problems)) from None
+        self.stdout.write(f"#{dead_letter.pk} {dead_letter}: {result.message}")
 
     def handle_list(self, options: dict[str, Any]) -> None:
         if options["limit"] < 1:
@@ -123,6 +170,8 @@ class Command(BaseCommand):
         for action in actions:
             because = f" (reason: {action.reason})" if action.reason else ""
             self.stdout.write(f"  {action.at.isoformat()} {action.kind} by {action.actor}{because}: {action.result}")
+            if action.diff:
+                self.stdout.write("    " + action.diff.rstrip("\n").replace("\n", "\n    "))
 
     def handle_retry(self, options: dict[str, Any]) -> None:
         dead_letters = self.targets(options)
