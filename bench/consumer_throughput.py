@@ -13,6 +13,12 @@ the relay writes: type, data, timestamp), each read by its own group:
 - transactional: the same with a no-op transactional handler, so every chunk goes through the inbox
   transaction and writes its ProcessedEvent rows (target ≥ 0.25x raw).
 
+The cost of telemetry, on both paths, in the same rounds: "as shipped" is the consumer with its
+Prometheus counters and histogram and tracing off (no OTEL_* set, so no span is made); "bare" is the same
+with those metrics replaced by no-ops (what the consumer cost before it was instrumented); "traced" turns
+tracing on with a provider that exports nowhere (every span made, none sent). The overhead printed is
+as shipped against bare (target ≤ 10%).
+
 P6, as separate `manage.py run_consumer` processes: an inventory-like consumer (one catalogue upsert
 per event, over --skus rows created beforehand) drains a pre-filled stream of --p6-events entries with
 1 process, then another with 2 (--p6-rounds times, in the order 1, 2, 2, 1, ...); the ratio says what
@@ -41,6 +47,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +108,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from bench.consumer_handlers import IDEMPOTENT, INVENTORY_LIKE, TRANSACTIONAL  # noqa: E402
+from eventing.consumer.group import GroupIO  # noqa: E402
 from eventing.consumer.health import health_key  # noqa: E402
 from eventing.consumer.runner import StreamConsumer  # noqa: E402
 from eventing.contract.envelope import Envelope  # noqa: E402
@@ -165,9 +174,15 @@ def raw_read(client: redis.Redis, reader: redis.Redis, stream: str, events: int,
     return elapsed
 
 
-def consume(client: redis.Redis, name: str, stream: str, events: int, profiler=None) -> float:
-    """A StreamConsumer of ``name`` on ``stream``, run until idle."""
+def consume(client: redis.Redis, name: str, stream: str, events: int, profiler=None, *, group: str = "") -> float:
+    """A StreamConsumer of ``name`` on ``stream`` (in its own group ``group``), run until idle."""
     consumer = StreamConsumer(name=name, stream=stream, consumer_id="bench", count=READ_COUNT)
+    if group and group != name:  # the same consumer reading with a group of its own
+        consumer.group = group
+        consumer.io = GroupIO(
+            stream=stream, group=group, consumer_id="bench", count=READ_COUNT, block_ms=consumer.io.block_ms
+        )
+        consumer.streams = consumer.io.streams
     if profiler:
         profiler.enable()
     start = time.perf_counter()
@@ -176,8 +191,50 @@ def consume(client: redis.Redis, name: str, stream: str, events: int, profiler=N
     if profiler:
         profiler.disable()
     assert consumer.processed == events and consumer.dead_lettered == 0, (consumer.processed, events)
-    assert drained(client, stream, name)
+    assert drained(client, stream, group or name)
     return elapsed
+
+
+class _Off:
+    """A metric that records nothing: the consumer as it was before it counted anything."""
+
+    def labels(self, *_labels: str) -> "_Off":
+        return self
+
+    def inc(self, *_amount: float) -> None:
+        pass
+
+    def observe(self, *_value: float) -> None:
+        pass
+
+
+@contextmanager
+def telemetry(mode: str) -> Iterator[None]:
+    """``shipped``: as is (tracing off); ``bare``: metrics replaced by no-ops; ``traced``: tracing on, exporting
+    nowhere."""
+    from eventing.consumer import applying, runner
+    from eventing.telemetry import tracing
+
+    names = {runner: ["EVENTS_PROCESSED", "EVENTS_FAILED", "EVENTS_RETRIED", "EVENTS_DEAD_LETTERED"]}
+    names[applying] = ["HANDLER_SECONDS"]
+    saved = {(module, name): getattr(module, name) for module, module_names in names.items() for name in module_names}
+    if mode == "bare":
+        for module, name in saved:
+            setattr(module, name, _Off())
+    if mode == "traced":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracing.configure(service_name="bench", provider=TracerProvider())
+    try:
+        yield
+    finally:
+        for (module, name), metric in saved.items():
+            setattr(module, name, metric)
+        if mode == "traced":
+            tracing.shutdown()
+
+
+TELEMETRY_MODES = ("shipped", "bare", "traced")
 
 
 def p1_round(client: redis.Redis, round_no: int, profilers: dict | None = None) -> dict[str, float]:
@@ -187,9 +244,18 @@ def p1_round(client: redis.Redis, round_no: int, profilers: dict | None = None) 
     reader = redis.Redis.from_url(settings.REDIS_URL, decode_responses=False)  # bytes, as GroupIO reads
     rates = {"raw": ARGS.events / raw_read(client, reader, stream, ARGS.events)}
     rates["raw_json"] = ARGS.events / raw_read(client, reader, stream, ARGS.events, parse=True)
-    for path, name in (("idempotent", IDEMPOTENT.name), ("transactional", TRANSACTIONAL.name)):
-        profiler = profilers.get(path) if profilers else None
-        rates[path] = ARGS.events / consume(client, name, stream, ARGS.events, profiler)
+    # Each mode's run reads the stream with groups of its own; the order rotates by round, so a machine that
+    # speeds up or slows down during a round favours no mode.
+    modes = TELEMETRY_MODES[round_no % 3 :] + TELEMETRY_MODES[: round_no % 3]
+    for mode in modes:
+        for path, name in (("idempotent", IDEMPOTENT.name), ("transactional", TRANSACTIONAL.name)):
+            group = name if mode == "shipped" else f"{name}-{mode}"
+            profiler = profilers.get(path) if profilers and mode == "shipped" else None
+            if path == "transactional":
+                ProcessedEvent.objects.all().delete()  # each mode applies every event, none a duplicate
+            with telemetry(mode):
+                key = path if mode == "shipped" else f"{path}_{mode}"
+                rates[key] = ARGS.events / consume(client, name, stream, ARGS.events, profiler, group=group)
     assert ProcessedEvent.objects.filter(consumer=TRANSACTIONAL.name).count() == ARGS.events
     client.delete(stream)
     return rates
@@ -318,7 +384,9 @@ def main() -> None:
             rounds.append(rates)
             print(
                 f"P1 round {round_no + 1}: raw {rates['raw']:.0f} ev/s (raw+json {rates['raw_json']:.0f}),"
-                f" idempotent {rates['idempotent']:.0f} ev/s, transactional {rates['transactional']:.0f} ev/s"
+                f" idempotent {rates['idempotent']:.0f} ev/s, transactional {rates['transactional']:.0f} ev/s;"
+                f" bare {rates['idempotent_bare']:.0f} / {rates['transactional_bare']:.0f},"
+                f" traced {rates['idempotent_traced']:.0f} / {rates['transactional_traced']:.0f}"
             )
         if not ARGS.skip_p6:
             CatalogItem.objects.bulk_create(
@@ -360,6 +428,16 @@ def main() -> None:
         f"   (for reference, raw + json.loads of each envelope: {raw_json:.0f} ev/s,"
         f" {statistics.median(r['raw_json'] / r['raw'] for r in rounds):.2f}x raw)",
     ]
+    for path in ("idempotent", "transactional"):
+        # Ratios per round, then the median: each round's modes ran seconds apart.
+        overhead = statistics.median(r[f"{path}_bare"] / r[path] - 1 for r in rounds)
+        traced = statistics.median(r[f"{path}_bare"] / r[f"{path}_traced"] - 1 for r in rounds)
+        lines.append(
+            f"telemetry, {path}: bare {statistics.median(r[f'{path}_bare'] for r in rounds):.0f} ev/s,"
+            f" as shipped {statistics.median(r[path] for r in rounds):.0f} ev/s (metrics on, tracing off):"
+            f" overhead {overhead:+.1%} (target <= 10%); traced, exporting nowhere:"
+            f" {statistics.median(r[f'{path}_traced'] for r in rounds):.0f} ev/s ({traced:+.1%})"
+        )
     if p6[1]:
         one, two = statistics.mean(p6[1]), statistics.mean(p6[2])
         lines.append(
