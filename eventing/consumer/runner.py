@@ -190,7 +190,8 @@ class StreamConsumer:
             failed = {f.delivery.entry.id for f in failures}
             applied_ok = [d for d in committed if d.entry.id not in failed]
             finished += [d.entry for d in applied_ok]
-            for event_type, count in Counter(d.envelope.type for d in applied_ok).items():
+            # Events this consumer has handlers for; the others it only acks.
+            for event_type, count in Counter(d.envelope.type for d in applied_ok if d.handlers).items():
                 EVENTS_PROCESSED.labels(self.name, event_type).inc(count)
             for failure in failures:
                 if self._fail(failure) is Next.DEAD_LETTER:
