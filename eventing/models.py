@@ -202,3 +202,19 @@ class BusStatusPage(models.Model):
 
     def __str__(self) -> str:
         return "bus status"
+
+
+class ConsumerFence(models.Model):
+    """The newest lease token that has written for a group's partition. A consumer writes its token here in
+    the same transaction as its effects, and the write is refused when a newer token is already here: a
+    process that lost its lease (paused, cut off) cannot commit after the new owner has begun."""
+
+    group = models.CharField(max_length=100)
+    stream = models.CharField(max_length=200)
+    token = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group", "stream"], name="one_fence_per_partition")]
+
+    def __str__(self) -> str:
+        return f"{self.group} {self.stream} #{self.token}"

@@ -26,9 +26,10 @@ from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Kind, TransientF
 from eventing.contract import context
 from eventing.contract.consumers import BatchHandlerFunc, Handler, HandlerFunc
 from eventing.contract.envelope import Envelope
-from eventing.models import DeadLetter, ProcessedEvent
+from eventing.models import ConsumerFence, DeadLetter, ProcessedEvent
 from eventing.telemetry import tracing
 from eventing.telemetry.metrics import HANDLER_SECONDS
+from eventing.transport.leases import LeaseLost
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,23 @@ def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+
+def fence(*, group: str, stream: str, token: int) -> None:
+    """Write ``token`` as the newest that has written for the group's partition, in the current transaction;
+    LeaseLost when a newer token already has (this process's lease was taken over). One statement."""
+    connection = transaction.get_connection()
+    table = connection.ops.quote_name(ConsumerFence._meta.db_table)
+    group_column = connection.ops.quote_name("group")
+    sql = (
+        f"INSERT INTO {table} ({group_column}, stream, token) VALUES (%s, %s, %s) "  # noqa: S608 - names quoted, values bound
+        f"ON CONFLICT ({group_column}, stream) DO UPDATE SET token = excluded.token "
+        f"WHERE {table}.token <= excluded.token RETURNING token"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [group, stream, token])
+        if cursor.fetchone() is None:
+            raise LeaseLost(f"{group} on {stream}: a newer lease than #{token} has written; this one is fenced off")
 
 
 def _log_duplicates(deliveries: list[Delivery], *, consumer: str) -> None:

@@ -18,7 +18,9 @@ from eventing.contract.events import event_class
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 EVENTS_PROCESSED = Counter(
-    "eventing_events_processed", "Events a consumer applied with its handlers (or found already applied).", ["consumer", "event_type"]
+    "eventing_events_processed",
+    "Events a consumer applied with its handlers (or found already applied).",
+    ["consumer", "event_type"],
 )
 EVENTS_FAILED = Counter(
     "eventing_events_failed", "Failed deliveries of an event to a consumer.", ["consumer", "event_type", "kind"]
