@@ -149,6 +149,9 @@ class Scratch:
         }
         env.update(
             {
+                # Development settings: the dev secret key, plain HTTP (no SSL redirect, no secure-only cookies)
+                # and static files served by runserver; DJANGO_DEBUG defaults to off.
+                "DJANGO_DEBUG": "true",
                 "DATABASE_URL": f"sqlite:///{self.database}",
                 "EVENTING_STREAM": self.stream,
                 "MONGODB_URI": self.mongo_uri,
