@@ -16,7 +16,8 @@ touched):
 
 It exits 1 with the failed check on stderr; on failure the scratch directory (server, consumer and
 chromedriver logs, failure.png) is kept and named. Needs Redis and FerretDB (`scripts/services start`)
-and `apt-get install -y chromium chromium-driver`.
+and `apt-get install -y chromium chromium-driver`. scripts/admin_screenshots.py imports this scratch
+system and walk-through and goes on to the operator's admin, bus status, editing and Swagger UI.
 
     .venv/bin/python scripts/dlq_screenshots.py [--out-dir docs/images] [--keep]
 """
@@ -145,14 +146,20 @@ class Scratch:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("DJANGO_", "EVENTING_", "DATABASE_", "MONGODB_"))
+            if not key.startswith(("DJANGO_", "EVENTING_", "DATABASE_", "MONGODB_", "CACHE_", "DEMO_"))
         }
         env.update(
             {
+                # Development settings: the dev secret key, plain HTTP (no SSL redirect, no secure-only cookies)
+                # and static files served by runserver; DJANGO_DEBUG defaults to off.
+                "DJANGO_DEBUG": "true",
                 "DATABASE_URL": f"sqlite:///{self.database}",
                 "EVENTING_STREAM": self.stream,
                 "MONGODB_URI": self.mongo_uri,
                 "REDIS_URL": self.redis_url,
+                # The API's throttle counts too, under keys the clean-up finds (and no other run shares).
+                "CACHE_URL": self.redis_url,
+                "CACHE_KEY_PREFIX": self.stream,
                 "DJANGO_SUPERUSER_USERNAME": self.username,
                 "DJANGO_SUPERUSER_PASSWORD": self.password,
                 "DJANGO_SUPERUSER_EMAIL": f"{self.username}@example.com",
@@ -424,7 +431,7 @@ def audit_trail(driver: WebDriver) -> list[dict[str, str]]:
     return [
         {
             column: row.find_element(By.CSS_SELECTOR, f"td.field-{column}").text.strip()
-            for column in ("at", "kind", "actor", "reason", "result")
+            for column in ("at", "kind", "actor", "reason", "result", "edit")
         }
         for row in rows
     ]
@@ -457,20 +464,28 @@ def full_page_screenshot(driver: WebDriver, path: Path, *, width: int, max_heigh
 # -- The walk-through -----------------------------------------------------------------------------
 
 
-def log_in(driver: WebDriver, scratch: Scratch) -> None:
+def log_in(driver: WebDriver, scratch: Scratch, username: str | None = None, password: str | None = None) -> None:
+    """Sign in to the admin, as the scratch superuser unless another user is named."""
+    username, password = username or scratch.username, password or scratch.password
     driver.get(f"{scratch.base_url}/admin/login/?next=/admin/")
-    driver.find_element(By.ID, "id_username").send_keys(scratch.username)
-    driver.find_element(By.ID, "id_password").send_keys(scratch.password)
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(password)
     submit(driver, driver.find_element(By.CSS_SELECTOR, "#login-form [type=submit]"))
     check(
         driver.current_url.rstrip("/").endswith("/admin")
-        and scratch.username.lower() in text_of(driver, "#user-tools").lower(),  # the admin shows it in capitals
-        f"login as {scratch.username} failed: at {driver.current_url}, page says {text_of(driver, '.errornote')!r}",
+        and username.lower() in text_of(driver, "#user-tools").lower(),  # the admin shows it in capitals
+        f"login as {username} failed: at {driver.current_url}, page says {text_of(driver, '.errornote')!r}",
     )
     # Fold the admin's app list away, as its « button does (it remembers that in localStorage), so the
     # screenshots are about the dead letters.
     driver.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
-    logger.info("logged in as %s", scratch.username)
+    logger.info("logged in as %s", username)
+
+
+def log_out(driver: WebDriver, scratch: Scratch) -> None:
+    """Sign out with the admin's "Log out" button (a POST since Django 5)."""
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "#logout-form [type=submit]"))
+    check("Logged out" in driver.title, f"after Log out the page is {driver.title!r}")
 
 
 def check_list(driver: WebDriver, scratch: Scratch, expected: int, out_dir: Path) -> None:
@@ -680,7 +695,10 @@ def check_audit_list(driver: WebDriver, scratch: Scratch, acted_on: dict[int, st
     logger.info("audit-trail list: %s", rows)
 
 
-def run(scratch: Scratch, out_dir: Path, stack: ExitStack) -> None:
+def start_system(scratch: Scratch, stack: ExitStack) -> tuple[list[BadEntry], list[dict[str, Any]]]:
+    """Steps 1 and 2: the scratch system running, with the bad entries dead-lettered by the groups that read
+    them. Returns the entries and the dead letters (as ``dlq list --json`` prints them); clean-up goes on
+    ``stack``."""
     ensure_services(scratch)
     stack.callback(drop_scratch_data, scratch)
     manage(scratch, "migrate", "--noinput")
@@ -737,24 +755,42 @@ def run(scratch: Scratch, out_dir: Path, stack: ExitStack) -> None:
             *(dead_letter[k] for k in ("id", "consumer_group", "event_type", "reason")),
             dead_letter["error_message"],
         )
+    return bad, found
 
-    driver = start_browser(scratch)
-    stack.callback(driver.quit)
+
+@contextmanager
+def failure_screenshot(driver: WebDriver, scratch: Scratch) -> Iterator[None]:
+    """On a failed check, what the browser showed goes to failure.png in the (kept) scratch directory."""
     try:
-        log_in(driver, scratch)
-        check_list(driver, scratch, len(found), out_dir)
-        rejected = next(item for item in bad if item.envelope)
-        retry_target = next(d for d in found if d["event_type"] == rejected.event_type)
-        check_detail_and_retry(driver, scratch, retry_target, rejected.envelope or {}, out_dir)
-        discard_target = next(d for d in found if (d["consumer_group"], d["reason"]) == ("projections", "undecodable"))
-        check_discard(driver, scratch, discard_target)
-        detail_target = next(d for d in found if (d["consumer_group"], d["reason"]) == ("inventory", "unknown type"))
-        check_discard_from_detail(driver, scratch, detail_target)
-        acted_on = {retry_target["id"]: "retry", discard_target["id"]: "discard", detail_target["id"]: "discard"}
-        check_audit_list(driver, scratch, acted_on)
+        yield
     except (CheckFailed, WebDriverException, TimeoutException):
         driver.save_screenshot(str(scratch.tmpdir / "failure.png"))
         raise
+
+
+def check_console(
+    driver: WebDriver, scratch: Scratch, bad: list[BadEntry], found: list[dict[str, Any]], out_dir: Path
+) -> None:
+    """Step 3, as the superuser: the list, one dead letter's page, Retry, Discard and the audit trail."""
+    log_in(driver, scratch)
+    check_list(driver, scratch, len(found), out_dir)
+    rejected = next(item for item in bad if item.envelope)
+    retry_target = next(d for d in found if d["event_type"] == rejected.event_type)
+    check_detail_and_retry(driver, scratch, retry_target, rejected.envelope or {}, out_dir)
+    discard_target = next(d for d in found if (d["consumer_group"], d["reason"]) == ("projections", "undecodable"))
+    check_discard(driver, scratch, discard_target)
+    detail_target = next(d for d in found if (d["consumer_group"], d["reason"]) == ("inventory", "unknown type"))
+    check_discard_from_detail(driver, scratch, detail_target)
+    acted_on = {retry_target["id"]: "retry", discard_target["id"]: "discard", detail_target["id"]: "discard"}
+    check_audit_list(driver, scratch, acted_on)
+
+
+def run(scratch: Scratch, out_dir: Path, stack: ExitStack) -> None:
+    bad, found = start_system(scratch, stack)
+    driver = start_browser(scratch)
+    stack.callback(driver.quit)
+    with failure_screenshot(driver, scratch):
+        check_console(driver, scratch, bad, found, out_dir)
     assert_running(scratch)
 
 
@@ -780,8 +816,9 @@ def scratch_state(keep: bool) -> Iterator[Scratch]:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cli(run: Callable[[Scratch, Path, ExitStack], None], *, description: str, passed: str) -> int:
+    """The command line of a browser check: ``run`` on scratch state; 0 when it passes, 1 with the failed check."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "images", help="Where the PNGs go.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch directory (logs, database).")
     options = parser.parse_args()
@@ -803,8 +840,12 @@ def main() -> int:
     except (WebDriverException, subprocess.SubprocessError, redis.RedisError) as exc:
         logger.error("FAILED: %s: %s", type(exc).__name__, exc)
         return 1
-    logger.info("PASSED: list, detail, Retry and Discard work; screenshots in %s", options.out_dir)
+    logger.info("PASSED: %s; screenshots in %s", passed, options.out_dir)
     return 0
+
+
+def main() -> int:
+    return cli(run, description=__doc__.split("\n\n")[0], passed="list, detail, Retry and Discard work")
 
 
 if __name__ == "__main__":

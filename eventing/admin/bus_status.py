@@ -20,9 +20,12 @@ from eventing.monitoring.status import bus_status
 
 
 def dead_letters_url(*, group: str | None = None, status: str | None = None, reason: str | None = None) -> str:
+    """The dead-letter list with its own filters chosen. Each parameter is the one its list filter reads, so
+    the sidebar shows the choice and another choice there replaces it: ``consumer_group`` (no choices: Django's
+    AllValuesFieldListFilter reads the bare field), ``status__exact`` and ``reason__exact`` (choices)."""
     query = {
         key: value
-        for key, value in (("consumer_group__exact", group), ("status__exact", status), ("reason__exact", reason))
+        for key, value in (("consumer_group", group), ("status__exact", status), ("reason__exact", reason))
         if value
     }
     return f"{reverse('admin:eventing_deadletter_changelist')}?{urlencode(query)}"

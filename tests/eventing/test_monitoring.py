@@ -2,9 +2,11 @@
 all against the real Redis, the database and MongoDB."""
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
+from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -201,6 +203,34 @@ def test_the_admin_bus_status_page_shows_groups_and_links_their_dead_letters(bac
     assert page.status_code == 200
     html = page.content.decode()
     assert stream in html and "gone-consumer" in html and "no heartbeat" in html
-    assert "/admin/eventing/deadletter/?consumer_group__exact=inventory&amp;status__exact=PENDING" in html
+    assert "/admin/eventing/deadletter/?consumer_group=inventory&amp;status__exact=PENDING" in html
     without_permission = get_user_model().objects.create_user(username="staff-2", is_staff=True)
     assert staff_client(without_permission).get("/admin/eventing/busstatuspage/").status_code == 403
+
+
+def test_a_groups_dead_letter_count_links_to_the_list_with_that_group_chosen_in_its_filter(backlog, stream, staff):
+    """The link carries the list filter's own parameter: the sidebar shows the group chosen, and choosing
+    another group there (or All) replaces it rather than adding to it (consumer_group__exact filtered the list
+    but left "All" marked, and then "orders" listed nothing)."""
+    now = timezone.now()
+    DeadLetter.objects.create(
+        stream=stream, entry_id="2-0", consumer_group="orders", reason=DeadLetter.Reason.MAX_ATTEMPTS,
+        attempts=5, first_failed_at=now, last_failed_at=now, payload="{}",
+    )  # fmt: skip
+    client = staff_client(staff, "view_busstatuspage", "view_deadletter")
+    html = client.get("/admin/eventing/busstatuspage/").content.decode()
+    [link] = re.findall(r'<td>inventory</td>.*?<a href="(/admin/eventing/deadletter/\?[^"]*)"', html, re.DOTALL)
+
+    page = client.get(unescape(link))
+    listed = page.context["cl"]
+    assert [letter.consumer_group for letter in listed.result_list] == ["inventory"]
+    [by_group] = [spec for spec in listed.filter_specs if spec.title == "consumer group"]
+    choices = list(by_group.choices(listed))
+    assert [choice["display"] for choice in choices if choice["selected"]] == ["inventory"]
+
+    [orders] = [choice for choice in choices if choice["display"] == "orders"]
+    other = client.get(f"/admin/eventing/deadletter/{orders['query_string']}").context["cl"]
+    assert [letter.consumer_group for letter in other.result_list] == ["orders"]
+    [every] = [choice for choice in choices if choice["display"] == "All"]
+    everything = client.get(f"/admin/eventing/deadletter/{every['query_string']}").context["cl"]
+    assert sorted(letter.consumer_group for letter in everything.result_list) == ["inventory", "orders"]
