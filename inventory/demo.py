@@ -33,7 +33,10 @@ def operators_group() -> Group:
     group.permissions.set(
         Permission.objects.filter(
             Q(content_type__app_label__in=["eventing", "orders", "inventory"], codename__startswith="view_")
-            | Q(content_type__app_label="eventing", codename__in=["retry_deadletter", "discard_deadletter", "edit_deadletter"])
+            | Q(
+                content_type__app_label="eventing",
+                codename__in=["retry_deadletter", "discard_deadletter", "edit_deadletter"],
+            )
             | Q(content_type__app_label="orders", codename="change_order")  # the admin's cancel action
         )
     )
