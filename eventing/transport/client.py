@@ -1,11 +1,27 @@
-"""The process's Redis clients, built from settings.REDIS_URL."""
+"""The process's Redis clients, built from settings.REDIS_URL: a ``redis.Redis``, or a ``RedisCluster``
+when the URL names a cluster (``redis+cluster://host:port/0``, ``rediss+cluster://`` for TLS; any node
+serves as the seed, the client learns the others and which slots each serves)."""
 
 from functools import cache
+from typing import TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
-from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    AuthenticationWrongNumberOfArgsError,
+    ClusterDownError,
+    ClusterError,
+    NoPermissionError,
+    RedisClusterException,
+    TryAgainError,
+)
+
+# Either client answers the commands the bus sends; on a cluster each command's keys share one slot.
+RedisClient: TypeAlias = redis.Redis | RedisCluster
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 # Redis refusing this process's credentials (a wrong password, an ACL user without the rights it
 # needs). Retrying cannot help, so processes stop with a clear error instead of backing off
@@ -16,22 +32,71 @@ CREDENTIAL_ERRORS: tuple[type[redis.RedisError], ...] = (
     NoPermissionError,
 )
 
+# A cluster that cannot serve a slot for now: its master is down (CLUSTERDOWN, MASTERDOWN), slots are
+# moving (TRYAGAIN), the client ran out of redirections (ClusterError) or knows no node for the slot
+# (SlotNotCoveredError and the client's other RedisClusterExceptions). Like an unreachable Redis: wait
+# and try again. RedisClusterException is no RedisError, so whoever catches RedisError catches these too.
+CLUSTER_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    ClusterDownError,
+    TryAgainError,
+    ClusterError,
+    RedisClusterException,
+)
+
+# Whatever a Redis call can raise about Redis itself: a server's error or the cluster client's own.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, *CLUSTER_UNAVAILABLE_ERRORS)
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
 
 @cache
-def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout or 5.0, 5.0),
-        health_check_interval=30,
-    )
+def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> RedisClient:
+    options = {
+        "decode_responses": decode_responses,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout or 5.0, 5.0),
+        "health_check_interval": 30,
+    }
+    parts = urlsplit(url)
+    if parts.scheme in CLUSTER_SCHEMES:
+        return RedisCluster.from_url(urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme])), **options)
+    return redis.Redis.from_url(url, **options)
 
 
-def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = True) -> redis.Redis:
+def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = True) -> RedisClient:
     """A shared client. Blocking readers pass a timeout above their BLOCK time. Replies are text, or
     bytes with ``decode_responses=False``: what a stream holds need not be UTF-8, and only bytes read it all."""
     return _client(settings.REDIS_URL, socket_timeout, decode_responses)
+
+
+def server_run_ids(client: RedisClient, keys: list[str]) -> dict[str, str]:
+    """The run id of the Redis server that holds each key (on a cluster, the master serving its slot),
+    asking each server once: it changes whenever that server restarts."""
+    if not isinstance(client, RedisCluster):
+        run_id = str(client.info("server")["run_id"])
+        return dict.fromkeys(keys, run_id)
+    by_node: dict[str, str] = {}
+    found = {}
+    for key in keys:
+        node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        if node.name not in by_node:
+            by_node[node.name] = str(client.info("server", target_nodes=node)["run_id"])
+        found[key] = by_node[node.name]
+    return found
+
+
+def is_missing_key(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused a command because its key does not exist (XINFO on a stream that is gone),
+    rather than because the cluster cannot serve it (CLUSTERDOWN is a ResponseError too)."""
+    return "no such key" in str(exc).lower()
 
 
 def credentials_refused(exc: redis.RedisError) -> str:
