@@ -161,6 +161,10 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6380/0")
 REDIS_IS_CLUSTER = REDIS_URL.partition("://")[0] in ("redis+cluster", "rediss+cluster")
 # On a cluster with one partition, write the name with braces ({events-stream}): its keys need a hash tag.
 EVENTING_STREAM = env("EVENTING_STREAM", default="events-stream")
+# Streams the bus is split into; an aggregate's events all go to one of them, in order. One keeps the
+# single stream of old. More let a Redis Cluster spread the bus over its masters (each partition has its
+# own hash tag). Change it only by the drain procedure in docs/scaling.md.
+EVENTING_PARTITIONS = env.int("EVENTING_PARTITIONS", default=1)
 # Entries per XREADGROUP call, and how long one call blocks waiting for new ones.
 # The block time also bounds how long SIGTERM waits for an idle consumer.
 EVENTING_READ_COUNT = env.int("EVENTING_READ_COUNT", default=100)

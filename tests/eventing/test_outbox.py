@@ -140,14 +140,14 @@ def test_after_a_redis_restart_the_relay_republishes_what_redis_may_have_lost(se
     # As if Redis came back from an AOF that kept only the first entry.
     redis_client.delete(stream)
     redis_client.xadd(stream, entries[0][1], id=entries[0][0])
-    redis_client.set(run_id_key(), "the-run-before")
+    redis_client.set(run_id_key(stream), "the-run-before")
 
     _check_restart(redis_client, batch_size=10)
 
     skus = [json.loads(f["data"])["aggregate_id"] for _, f in stream_entries(redis_client, stream)]
     assert skus[0] == "R-0"
     assert set(skus[1:]) >= {"R-1", "R-2"}  # the lost two are back (R-0 may come twice)
-    assert redis_client.get(run_id_key()) == redis_client.info("server")["run_id"]
+    assert redis_client.get(run_id_key(stream)) == redis_client.info("server")["run_id"]
     before = len(stream_entries(redis_client, stream))
     _check_restart(redis_client, batch_size=10)  # same Redis: nothing more
     assert len(stream_entries(redis_client, stream)) == before
