@@ -12,7 +12,7 @@ from django.db import transaction
 from core.exceptions import InvalidInput
 from eventing.models import DeadLetter, DeadLetterAction
 from eventing.transport.client import get_redis
-from eventing.transport.streams import retry_stream
+from eventing.transport.streams import retry_target
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def dead_letter_retry(*, dead_letters: Iterable[DeadLetter], actor: str) -> list
             elif not (fields := _retryable_fields(locked)):
                 result = ActionResult(locked, False, _NOT_RETRYABLE.format(copy=locked.dead_letter_entry_id or "-"))
             else:
-                target = retry_stream(locked.stream, locked.consumer_group)
+                target = retry_target(locked.stream, locked.consumer_group, fields)
                 new_id = str(client.xadd(target, dict[Any, Any](fields)))
                 locked.status = DeadLetter.Status.RETRIED
                 locked.save(update_fields=["status", "updated_at"])
