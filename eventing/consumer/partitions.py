@@ -14,6 +14,11 @@ How a read spans them depends on the server:
   nothing does it block, on one partition, taken in turn, for at most ``CLUSTER_IDLE_BLOCK_MS`` — so an
   idle consumer neither blocks P times per loop nor leaves an entry on another partition waiting for long.
 
+On a cluster each master fails on its own. A partition whose master does not answer is set aside for
+``PARTITION_RETRY_SECONDS`` and the consumer carries on with the others (``each``); only when none answers
+does the error reach the loop, which backs off as it does when Redis is down. On one Redis an error is
+raised at once, as it always was.
+
 Acks of a batch go out in one pipeline whatever partitions they touch (a cluster pipeline sends each
 master its share). The consumer's health record is one per process, under the bus's hash tag.
 """
@@ -21,15 +26,17 @@ master its share). The consumer's health record is one per process, under the bu
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis
 
 from eventing.consumer.decoding import Entry
 from eventing.consumer.group import ConsumerError, GroupIO, read_group
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
-from eventing.transport.client import REDIS_ERRORS, is_cluster
+from eventing.transport.client import CLUSTER_UNAVAILABLE_ERRORS, CREDENTIAL_ERRORS, REDIS_ERRORS, is_cluster
 from eventing.transport.streams import base_stream, partition_streams
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,24 @@ logger = logging.getLogger(__name__)
 # wait below the latency of a hop through the database; an idle consumer then makes P + 1 cheap reads
 # every tenth of a second.
 CLUSTER_IDLE_BLOCK_MS = 100
+
+# How long a partition whose master did not answer is left aside before it is tried again. A master
+# restarts in seconds; trying once a second costs one refused connection.
+PARTITION_RETRY_SECONDS = 1.0
+
+# A master that does not answer (or a cluster that cannot serve its slots), as opposed to an error of the
+# command: the partition is unavailable, not wrong.
+PARTITION_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    *CLUSTER_UNAVAILABLE_ERRORS,
+)
+
+T = TypeVar("T")
+
+
+class PartitionsUnavailable(redis.ConnectionError):
+    """No partition of the bus answers: the consumer backs off as it does when Redis is down."""
 
 
 class Partitions:
@@ -64,6 +89,7 @@ class Partitions:
         self.one_call = not is_cluster(self.raw)
         self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
         self._turn = 0  # the partition an idle consumer on a cluster blocks on next
+        self._down_until: dict[str, float] = {}  # partitions set aside, and until when
 
     def io_of(self, stream: str) -> GroupIO:
         """The partition an entry read from ``stream`` (a partition or a retry stream of one) belongs to. An
@@ -73,8 +99,50 @@ class Partitions:
     # Groups.
 
     def ensure_groups(self) -> None:
-        for io in self.ios:
-            io.ensure_group()
+        self.each(lambda io: io.ensure_group())
+
+    # Partitions that do not answer.
+
+    def each(self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None) -> list[T]:
+        """``action`` on every partition (of ``only``) that is not set aside, in that order: the results of
+        those that answered. On a cluster a partition that does not answer is set aside and the others carry
+        on; once none is left, PartitionsUnavailable is raised. On one Redis every error is raised at once."""
+        results: list[T] = []
+        for io in self.ios if only is None else only:
+            if self.one_call:
+                results.append(action(io))
+                continue
+            if self._down_until.get(io.stream, 0.0) > time.monotonic():
+                continue
+            try:
+                results.append(action(io))
+            except CREDENTIAL_ERRORS:
+                raise
+            except PARTITION_DOWN_ERRORS as exc:
+                self._set_aside(io, exc)
+                continue
+            if self._down_until.pop(io.stream, None) is not None:
+                logger.info("%s: partition %s answers again", self.group, io.stream)
+        if not self.one_call and len(self.unavailable()) == len(self.ios):
+            raise PartitionsUnavailable(f"no partition of {self.stream} answers")
+        return results
+
+    def _set_aside(self, io: GroupIO, exc: Exception) -> None:
+        if io.stream not in self._down_until:
+            logger.warning(
+                "%s: partition %s does not answer (%s: %s); reading the others, trying it again every %.0fs",
+                self.group,
+                io.stream,
+                type(exc).__name__,
+                exc,
+                PARTITION_RETRY_SECONDS,
+            )
+        self._down_until[io.stream] = time.monotonic() + PARTITION_RETRY_SECONDS
+
+    def unavailable(self) -> list[str]:
+        """The partitions set aside now (for the health record)."""
+        now = time.monotonic()
+        return [stream for stream, until in self._down_until.items() if until > now]
 
     def create_groups_below_history(self) -> dict[str, str]:
         """Create the group of a consumer that has never run on every partition, each at the oldest entry the
@@ -95,14 +163,19 @@ class Partitions:
         ids = last_id if isinstance(last_id, dict) else dict.fromkeys(self.streams, last_id)
         if self.one_call:
             return self._read_in_one_call(ids, block=block)
-        wanted = [(io, {name: ids[name] for name in io.streams if name in ids}) for io in self._in_turn()]
-        wanted = [(io, io_ids) for io, io_ids in wanted if io_ids]
-        entries = [entry for io, io_ids in wanted for entry in io.read(io_ids, block=False)]
-        if entries or not block or not wanted:
+        wanted = {io.stream: {name: ids[name] for name in io.streams if name in ids} for io in self.ios}
+        in_turn = [io for io in self._in_turn() if wanted[io.stream]]
+        batches = self.each(lambda io: io.read(wanted[io.stream], block=False), only=in_turn)
+        entries = [entry for batch in batches for entry in batch]
+        if entries or not block:
             return entries
-        io, io_ids = wanted[0]
+        answering = [io for io in in_turn if io.stream not in self.unavailable()]
+        if not answering:
+            return []
         self._turn += 1
-        return io.read(io_ids, block=True, block_ms=self.block_ms if len(self.ios) == 1 else self._idle_block_ms())
+        wait = self.block_ms if len(self.ios) == 1 else self._idle_block_ms()
+        blocked = self.each(lambda io: io.read(wanted[io.stream], block=True, block_ms=wait), only=answering[:1])
+        return [entry for batch in blocked for entry in batch]
 
     def _in_turn(self) -> list[GroupIO]:
         start = self._turn % len(self.ios)
@@ -137,11 +210,11 @@ class Partitions:
 
     def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:
         """Batches of the entries other consumers of the group left idle on any partition for over ``idle_ms``."""
-        for io in self.ios:
-            yield from io.claim_idle(idle_ms)
+        for claimed in self.each(lambda io: list(io.claim_idle(idle_ms))):
+            yield from claimed
 
     def forget_idle_consumers(self, idle_ms: int) -> list[str]:
-        return [removed for io in self.ios for removed in io.forget_idle_consumers(idle_ms)]
+        return [removed for found in self.each(lambda io: io.forget_idle_consumers(idle_ms)) for removed in found]
 
     # Health.
 

@@ -282,7 +282,8 @@ class StreamConsumer:
         return max(min(waits), 0.0) / 1000 if waits else None
 
     def _pending_retries(self) -> list[PendingRetry]:
-        return [retry for io in self.partitions.ios for retry in io.pending_retries(self.policy.backoff_ms)]
+        found = self.partitions.each(lambda io: io.pending_retries(self.policy.backoff_ms))
+        return [retry for retries in found for retry in retries]
 
     def claim_stale(self) -> int:
         """Take over entries another consumer of the group has left idle for too
@@ -384,7 +385,8 @@ class StreamConsumer:
                         if wait is None or time.monotonic() + wait > retry_deadline:
                             return
                         stop.wait(wait)
-                    self.set_ready(True)
+                    unavailable = self.partitions.unavailable()
+                    self.set_ready(True, f"not answering: {', '.join(unavailable)}" if unavailable else "")
             except CREDENTIAL_ERRORS as exc:
                 raise ConsumerError(credentials_refused(exc)) from exc
             except RETRY_LOOP_ERRORS as exc:
