@@ -3,7 +3,7 @@ when the URL names a cluster (``redis+cluster://host:port/0``, ``rediss+cluster:
 serves as the seed, the client learns the others and which slots each serves)."""
 
 from functools import cache
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -59,12 +59,18 @@ def is_cluster(client: RedisClient) -> bool:
 
 @cache
 def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> RedisClient:
-    options = {
-        "decode_responses": decode_responses,
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": min(socket_timeout or 5.0, 5.0),
-        "health_check_interval": 30,
-    }
+    return client_for(
+        url,
+        decode_responses=decode_responses,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout or 5.0, 5.0),
+        health_check_interval=30,
+    )
+
+
+def client_for(url: str, **options: Any) -> RedisClient:
+    """A new client for ``url``: a RedisCluster for a ``redis+cluster://`` or ``rediss+cluster://`` URL
+    (given to redis-py as ``redis://`` or ``rediss://``), else a Redis."""
     parts = urlsplit(url)
     if parts.scheme in CLUSTER_SCHEMES:
         return RedisCluster.from_url(urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme])), **options)
