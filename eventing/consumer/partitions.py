@@ -36,7 +36,7 @@ import redis
 from eventing.consumer.decoding import Entry
 from eventing.consumer.group import ConsumerError, GroupIO, read_group
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
-from eventing.transport.client import CLUSTER_UNAVAILABLE_ERRORS, CREDENTIAL_ERRORS, REDIS_ERRORS, is_cluster
+from eventing.transport.client import CREDENTIAL_ERRORS, REDIS_ERRORS, SERVER_DOWN_ERRORS, is_cluster
 from eventing.transport.streams import base_stream, partition_streams
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,6 @@ CLUSTER_IDLE_BLOCK_MS = 100
 # How long a partition whose master did not answer is left aside before it is tried again. A master
 # restarts in seconds; trying once a second costs one refused connection.
 PARTITION_RETRY_SECONDS = 1.0
-
-# A master that does not answer (or a cluster that cannot serve its slots), as opposed to an error of the
-# command: the partition is unavailable, not wrong.
-PARTITION_DOWN_ERRORS: tuple[type[Exception], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    *CLUSTER_UNAVAILABLE_ERRORS,
-)
 
 T = TypeVar("T")
 
@@ -105,21 +97,28 @@ class Partitions:
 
     def each(self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None) -> list[T]:
         """``action`` on every partition (of ``only``) that is not set aside, in that order: the results of
-        those that answered. On a cluster a partition that does not answer is set aside and the others carry
-        on; once none is left, PartitionsUnavailable is raised. On one Redis every error is raised at once."""
+        those that answered. A partition whose stream or group is gone (its Redis came back without its data)
+        gets its group again and is skipped this time. On a cluster a partition that does not answer is set
+        aside and the others carry on; once none is left, PartitionsUnavailable is raised. On one Redis an
+        unavailable server raises at once."""
         results: list[T] = []
         for io in self.ios if only is None else only:
-            if self.one_call:
-                results.append(action(io))
-                continue
-            if self._down_until.get(io.stream, 0.0) > time.monotonic():
+            if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
                 continue
             try:
                 results.append(action(io))
             except CREDENTIAL_ERRORS:
                 raise
-            except PARTITION_DOWN_ERRORS as exc:
+            except SERVER_DOWN_ERRORS as exc:  # before ResponseError: CLUSTERDOWN is one too
+                if self.one_call:
+                    raise
                 self._set_aside(io, exc)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
+                io.ensure_group()
                 continue
             if self._down_until.pop(io.stream, None) is not None:
                 logger.info("%s: partition %s answers again", self.group, io.stream)
