@@ -2,6 +2,8 @@
 when the URL names a cluster (``redis+cluster://host:port/0``, ``rediss+cluster://`` for TLS; any node
 serves as the seed, the client learns the others and which slots each serves)."""
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -41,6 +43,14 @@ CLUSTER_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     TryAgainError,
     ClusterError,
     RedisClusterException,
+)
+
+# A server that does not answer (or a cluster that cannot serve its slots), as opposed to an error of the
+# command; on a cluster it concerns one master, whose partitions wait while the others carry on.
+SERVER_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    *CLUSTER_UNAVAILABLE_ERRORS,
 )
 
 # Whatever a Redis call can raise about Redis itself: a server's error or the cluster client's own.
@@ -83,20 +93,41 @@ def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = T
     return _client(settings.REDIS_URL, socket_timeout, decode_responses)
 
 
-def server_run_ids(client: RedisClient, keys: list[str]) -> dict[str, str]:
-    """The run id of the Redis server that holds each key (on a cluster, the master serving its slot),
-    asking each server once: it changes whenever that server restarts."""
+@dataclass(frozen=True)
+class ServerStart:
+    """A Redis server's run (its id changes at every restart) and when it started, in ms by its own clock,
+    rounded down to the second before (INFO counts uptime in whole seconds)."""
+
+    run_id: str
+    started_ms: int
+
+
+def server_starts(client: RedisClient, keys: list[str]) -> dict[str, ServerStart]:
+    """The run of the Redis server that holds each key (on a cluster, the master serving its slot), asking
+    each server once. On a cluster the keys of a master that does not answer are left out (they are asked
+    again once it does)."""
     if not isinstance(client, RedisCluster):
-        run_id = str(client.info("server")["run_id"])
-        return dict.fromkeys(keys, run_id)
-    by_node: dict[str, str] = {}
-    found = {}
+        return dict.fromkeys(keys, _start(client.info("server")))
+    by_node: dict[str, ServerStart | None] = {}
+    found: dict[str, ServerStart] = {}
     for key in keys:
         node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         if node.name not in by_node:
-            by_node[node.name] = str(client.info("server", target_nodes=node)["run_id"])
-        found[key] = by_node[node.name]
+            try:
+                by_node[node.name] = _start(client.info("server", target_nodes=node))
+            except CREDENTIAL_ERRORS:
+                raise
+            except SERVER_DOWN_ERRORS:
+                by_node[node.name] = None
+        known = by_node[node.name]
+        if known is not None:
+            found[key] = known
     return found
+
+
+def _start(info: Mapping[str, Any]) -> ServerStart:
+    now_ms = int(info["server_time_usec"]) // 1000
+    return ServerStart(str(info["run_id"]), now_ms - (int(info["uptime_in_seconds"]) + 1) * 1000)
 
 
 def is_missing_key(exc: redis.ResponseError) -> bool:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,7 @@ from eventing.transport.client import (
     is_cluster,
     is_missing_key,
     redact_url,
-    server_run_ids,
+    server_starts,
 )
 from eventing.transport.retention import PrunePass
 from eventing.transport.streams import is_stream_of_bus, partition_streams, stream_for
@@ -43,6 +43,19 @@ logger = logging.getLogger(__name__)
 
 class RelayError(Exception):
     """The relay was asked to publish once and could not reach Redis."""
+
+
+# How long the relay leaves aside the rows of a partition whose cluster master did not take them: it tries
+# once a second, so the other partitions' rows never queue behind them.
+PARTITION_RETRY_SECONDS = 1.0
+
+
+class PublishIncomplete(redis.ConnectionError):
+    """Some partitions of a cluster did not take their rows; the others' were published and marked."""
+
+    def __init__(self, streams: list[str], error: Exception) -> None:
+        super().__init__(f"{', '.join(streams)}: {type(error).__name__}: {error}")
+        self.streams = streams
 
 
 # How often the relay asks whether a Redis server restarted. redis-py reconnects behind the relay's back,
@@ -68,7 +81,7 @@ def publish(rows: Sequence[OutboxEvent], *, client: RedisClient) -> int:
 
 def _publish(rows: Sequence[Pending], *, client: RedisClient) -> int:
     """Publish the rows and mark those Redis took; when a partition could not take its rows, the others
-    are still marked and the error is raised after."""
+    are still marked and PublishIncomplete (or, on one Redis, the error) is raised after."""
     if not rows:
         return 0
     started = time.perf_counter()
@@ -77,7 +90,10 @@ def _publish(rows: Sequence[Pending], *, client: RedisClient) -> int:
     _mark_published(stored)
     RELAY_PUBLISHED.inc(len(stored))
     if error is not None:
-        raise error
+        if isinstance(error, CREDENTIAL_ERRORS) or not is_cluster(client):
+            raise error
+        published = {row[1] for row in stored}
+        raise PublishIncomplete(sorted({row[1] for row in rows} - published), error)
     return len(stored)
 
 
@@ -163,10 +179,13 @@ def publishing_batch() -> Iterator[None]:
             _publish_best_effort(rows)
 
 
-def publish_pending(*, client: RedisClient, batch_size: int, grace_seconds: float) -> int:
-    """Publish one batch of rows left unpublished for longer than the grace period."""
+def publish_pending(*, client: RedisClient, batch_size: int, grace_seconds: float, skip: Sequence[str] = ()) -> int:
+    """Publish one batch of rows left unpublished for longer than the grace period (but those of ``skip``,
+    partitions whose master did not answer a moment ago)."""
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     pending = OutboxEvent.objects.filter(published_at__isnull=True, occurred_at__lte=cutoff).order_by("id")
+    if skip:
+        pending = pending.exclude(stream__in=skip)
     return _publish(_rerouted(list(pending.values_list(*PENDING_COLUMNS)[:batch_size])), client=client)
 
 
@@ -191,29 +210,44 @@ def _rerouted(rows: list[Pending]) -> list[Pending]:
     return routed
 
 
-def republish_lost(*, client: RedisClient, batch_size: int, streams: Sequence[str] | None = None) -> int:
+def republish_lost(
+    *,
+    client: RedisClient,
+    batch_size: int,
+    streams: Sequence[str] | None = None,
+    restarted: Mapping[str, int] | None = None,
+) -> int:
     """Re-publish what a Redis restart may have lost from ``streams`` (default: every partition).
 
     Redis persists its AOF every second, so a crash can lose XADDs it had
-    acknowledged. Each stream's last id after the restart says up to when its
-    data survived; rows published since then (less a margin for clock skew)
-    go out again, and consumers drop the duplicates by event id. Only the
-    partitions of the bus as it is now: a stream retired by a repartitioning
-    was drained before it (docs/scaling.md), and nobody reads it any more.
+    acknowledged, and a server back from a lost disk has lost everything. Each
+    stream's last entry from before the restart says up to when its data
+    survived; rows published since then (less a margin for clock skew) go out
+    again, and consumers drop the duplicates by event id.
+
+    With ``restarted`` (stream -> when the server holding it started, in ms by
+    its own clock) only what that restart can have lost goes out: from the last
+    entry older than the start up to the start (each bound widened by the
+    margin). Entries added since the start — by processes that published before
+    the relay noticed the restart — are not taken for survivors, and rows
+    published since are in the stream already. Without it, a stream's last entry
+    is taken as the last survivor.
+
+    Only the partitions of the bus as it is now: a stream retired by a
+    repartitioning was drained before it (docs/scaling.md), and nobody reads it
+    any more.
     """
+    margin = timedelta(seconds=settings.EVENTING_REPUBLISH_MARGIN_SECONDS)
     total = 0
-    for stream in streams or partition_streams():
-        try:
-            last_id = client.xinfo_stream(stream)["last-generated-id"]
-        except redis.ResponseError as exc:
-            if not is_missing_key(exc):
-                raise
-            last_id = "0-0"  # the stream itself is gone
-        survived_until = datetime.fromtimestamp(int(last_id.split("-")[0]) / 1000, tz=UTC)
-        since = survived_until - timedelta(seconds=settings.EVENTING_REPUBLISH_MARGIN_SECONDS)
-        rows = OutboxEvent.objects.filter(stream=stream, published_at__gte=since).order_by("id")
+    for stream in list(restarted or ()) or streams or partition_streams():
+        started_ms = restarted[stream] if restarted else None
+        last_id = _last_survivor(client, stream, started_ms)
+        survived_until = _moment(int(last_id.split("-")[0]))
+        rows = OutboxEvent.objects.filter(stream=stream, published_at__gte=survived_until - margin)
+        if started_ms is not None:
+            rows = rows.filter(published_at__lte=_moment(started_ms) + margin)
         start, after = 0, 0
-        while batch := list(rows.filter(id__gt=after).values_list(*PENDING_COLUMNS)[:batch_size]):
+        while batch := list(rows.order_by("id").filter(id__gt=after).values_list(*PENDING_COLUMNS)[:batch_size]):
             _stored, error = _xadd(batch, client=client)
             if error is not None:
                 raise error
@@ -230,6 +264,24 @@ def republish_lost(*, client: RedisClient, batch_size: int, streams: Sequence[st
     return total
 
 
+def _last_survivor(client: RedisClient, stream: str, started_ms: int | None) -> str:
+    """The id of the last entry of ``stream`` that a restart at ``started_ms`` left (or, without it, of its
+    last entry); "0-0" when there is none."""
+    if started_ms is not None:
+        before = client.xrevrange(stream, max=f"({started_ms}-0", min="-", count=1)
+        return str(before[0][0]) if before else "0-0"
+    try:
+        return str(client.xinfo_stream(stream)["last-generated-id"])
+    except redis.ResponseError as exc:
+        if not is_missing_key(exc):
+            raise
+        return "0-0"  # the stream itself is gone
+
+
+def _moment(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
 def run_id_key(stream: str) -> str:
     """Where the relay keeps the run id of the Redis it last saw holding ``stream``, in the stream's slot;
     a different one means that server restarted."""
@@ -240,14 +292,18 @@ def _check_restart(client: RedisClient, batch_size: int) -> None:
     """Notice a Redis server that restarted (its run id changed) and re-publish what the partitions it
     holds may have lost. On a cluster each master restarts on its own: only its partitions go out again."""
     restarted = {
-        stream: run_id
-        for stream, run_id in server_run_ids(client, partition_streams()).items()
-        if client.get(run_id_key(stream)) != run_id
+        stream: start
+        for stream, start in server_starts(client, partition_streams()).items()
+        if client.get(run_id_key(stream)) != start.run_id
     }
     if restarted:
-        republish_lost(client=client, batch_size=batch_size, streams=list(restarted))
-        for stream, run_id in restarted.items():
-            client.set(run_id_key(stream), run_id)
+        republish_lost(
+            client=client,
+            batch_size=batch_size,
+            restarted={stream: start.started_ms for stream, start in restarted.items()},
+        )
+        for stream, start in restarted.items():
+            client.set(run_id_key(stream), start.run_id)
 
 
 def _prune_step(prune: PrunePass | None, next_prune: float) -> tuple[PrunePass | None, float]:
@@ -283,6 +339,7 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
     total, backoff, connected = 0, 0.0, False
     next_trim = time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
     next_restart_check = time.monotonic() + RESTART_CHECK_SECONDS
+    set_aside: dict[str, float] = {}  # partitions whose master did not take their rows, until when
     next_prune, prune = time.monotonic() + settings.EVENTING_PRUNE_INTERVAL_SECONDS, None
     while not stop.is_set():
         try:
@@ -294,7 +351,9 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
             elif time.monotonic() >= next_restart_check and not once:
                 next_restart_check = time.monotonic() + RESTART_CHECK_SECONDS
                 _check_restart(client, batch_size)
-            published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace)
+            now = time.monotonic()
+            skip = [stream for stream, until in set_aside.items() if until > now]
+            published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace, skip=skip)
             if time.monotonic() >= next_trim and not once:
                 next_trim = time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
                 # Every partition even when the outbox has no row of it left (pruned): its groups keep acking;
@@ -304,6 +363,12 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
                     trim_streams(client, stream)
         except CREDENTIAL_ERRORS as exc:
             raise RelayError(credentials_refused(exc)) from exc
+        except PublishIncomplete as exc:
+            if once:
+                raise RelayError(f"cannot publish to {exc}") from exc
+            # The other partitions' rows went out: carry on with them, and try these again in a moment.
+            set_aside.update(dict.fromkeys(exc.streams, time.monotonic() + PARTITION_RETRY_SECONDS))
+            continue
         except REDIS_ERRORS as exc:
             if once:
                 raise RelayError(f"cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from exc

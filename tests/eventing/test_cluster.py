@@ -21,7 +21,8 @@ from eventing.contract.envelope import Envelope
 from eventing.models import DeadLetter, OutboxEvent, ProcessedEvent
 from eventing.readside.event_log import logged_before
 from eventing.services import dead_letter_retry
-from eventing.transport.client import get_redis
+from eventing.transport import relay
+from eventing.transport.client import ServerStart, get_redis
 from eventing.transport.relay import _check_restart, publish_pending, run_id_key
 from eventing.transport.streams import dead_letter_stream, partition_streams, retry_stream, stream_for
 from inventory.events import StockAdded
@@ -191,7 +192,7 @@ def test_retries_dead_letters_and_their_retry_stay_in_the_partition_of_their_eve
 
 
 def test_the_relay_publishes_partition_by_partition_and_republishes_only_what_a_restarted_master_held(
-    settings, redis_client, stream
+    settings, redis_client, stream, monkeypatch
 ):
     settings.EVENTING_REPUBLISH_MARGIN_SECONDS = 0
     settings.REDIS_URL = "redis+cluster://127.0.0.1:1/0"  # nothing listens: every row stays unpublished
@@ -202,13 +203,22 @@ def test_the_relay_publishes_partition_by_partition_and_republishes_only_what_a_
     before = entries_by_partition(redis_client)
     assert all(before.values())
 
-    # The relay has seen every partition's master; then the one holding A-1's partition came back empty.
+    # The relay has seen every partition's master; then the one holding A-1's partition came back empty, now.
     lost = stream_for("A-1")
     for partition in partition_streams():
         redis_client.set(
             run_id_key(partition), "the-run-before" if partition == lost else _run_id(redis_client, partition)
         )
     redis_client.delete(lost)
+    real_starts = relay.server_starts
+    monkeypatch.setattr(
+        relay,
+        "server_starts",
+        lambda client, keys: {
+            key: ServerStart(start.run_id, int(time.time() * 1000)) if key == lost else start
+            for key, start in real_starts(client, keys).items()
+        },
+    )
     _check_restart(redis_client, batch_size=100)
 
     after = entries_by_partition(redis_client)
