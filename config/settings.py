@@ -155,8 +155,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # REDIS / EVENTING
 # ------------------------------------------------------------------------------
+# redis://host:port/0 for one Redis; redis+cluster://host:port/0 (rediss+cluster:// for TLS) for a Redis
+# Cluster, any of its nodes as the seed (docs/scaling.md).
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6380/0")
+REDIS_IS_CLUSTER = REDIS_URL.partition("://")[0] in ("redis+cluster", "rediss+cluster")
+# On a cluster with one partition, write the name with braces ({events-stream}): its keys need a hash tag.
 EVENTING_STREAM = env("EVENTING_STREAM", default="events-stream")
+# Streams the bus is split into; an aggregate's events all go to one of them, in order. One keeps the
+# single stream of old. More let a Redis Cluster spread the bus over its masters (each partition has its
+# own hash tag). Change it only by the drain procedure in docs/scaling.md.
+EVENTING_PARTITIONS = env.int("EVENTING_PARTITIONS", default=1)
 # Entries per XREADGROUP call, and how long one call blocks waiting for new ones.
 # The block time also bounds how long SIGTERM waits for an idle consumer.
 EVENTING_READ_COUNT = env.int("EVENTING_READ_COUNT", default=100)
@@ -227,11 +235,21 @@ MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", default=60_000)
 
 # CACHES
 # ------------------------------------------------------------------------------
-# Only the API's throttles use the cache; Redis lets every web worker share their counts.
+# Only the API's throttles use the cache; Redis lets every web worker share their counts. Django's
+# RedisCache speaks to one Redis, not a cluster: with REDIS_URL on a cluster, point CACHE_URL at a
+# standalone Redis, or the counts fall back to each process's memory (a limit then applies per web
+# worker; system check eventing.W001 says so).
+CACHE_URL = env("CACHE_URL", default="" if REDIS_IS_CLUSTER else REDIS_URL)
+if CACHE_URL.partition("://")[0].endswith("+cluster"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CACHE_URL must name a standalone Redis: Django's RedisCache cannot use a cluster")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": env("CACHE_URL", default=REDIS_URL),
+        "BACKEND": "django.core.cache.backends.redis.RedisCache"
+        if CACHE_URL
+        else "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": CACHE_URL or "throttles",
         "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="eventmono"),
         "TIMEOUT": 300,
     }

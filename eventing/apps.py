@@ -25,6 +25,9 @@ class EventingConfig(AppConfig):
         from django.core import checks
 
         from eventing.transport.retention import check_retention
+        from eventing.transport.streams import check_partitions
 
         # Retention windows that would let a redelivered event be applied twice stop manage.py at start.
         checks.register(check_retention, "eventing")
+        # So do stream names that a Redis Cluster would scatter over slots (CROSSSLOT).
+        checks.register(check_partitions, "eventing")

@@ -18,7 +18,7 @@ from eventing.contract.events import field_names
 from eventing.contract.schemas import validate_event
 from eventing.models import DeadLetter, DeadLetterAction
 from eventing.transport.client import get_redis
-from eventing.transport.streams import retry_stream
+from eventing.transport.streams import retry_target
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def dead_letter_retry(*, dead_letters: Iterable[DeadLetter], actor: str) -> list
             elif not (fields := _retryable_fields(locked)):
                 result = ActionResult(locked, False, _NOT_RETRYABLE.format(copy=locked.dead_letter_entry_id or "-"))
             else:
-                target = retry_stream(locked.stream, locked.consumer_group)
+                target = retry_target(locked.stream, locked.consumer_group, fields)
                 new_id = str(client.xadd(target, dict[Any, Any](fields)))
                 locked.status = DeadLetter.Status.RETRIED
                 locked.save(update_fields=["status", "updated_at"])
@@ -164,7 +164,7 @@ def dead_letter_edit(*, dead_letter: DeadLetter, envelope: str, actor: str, reas
         if not diff:
             raise InvalidInput({"envelope": ["Nothing was changed; retry the dead letter instead."]})
         entry = {**fields, b"type": edited.type.encode(), b"data": edited.to_json().encode()}
-        target = retry_stream(locked.stream, locked.consumer_group)
+        target = retry_target(locked.stream, locked.consumer_group, entry)
         new_id = str(get_redis().xadd(target, dict[Any, Any](entry)))
         locked.status = DeadLetter.Status.RETRIED
         locked.save(update_fields=["status", "updated_at"])

@@ -17,7 +17,7 @@ from pymongo import MongoClient
 from rest_framework.test import APIClient
 
 from eventing.readside import mongo
-from eventing.transport.client import get_redis
+from eventing.transport.client import REDIS_ERRORS, get_redis
 
 # Measurements the end-to-end and fault tests make, shown at the end of the run.
 REPORTS: list[str] = []
@@ -30,8 +30,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     django.setup()
     try:
-        redis.Redis.from_url(django_settings.REDIS_URL, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
+        get_redis(socket_timeout=3).ping()
+    except REDIS_ERRORS as exc:
         pytest.exit(f"Redis at {django_settings.REDIS_URL} is not reachable ({exc}); {SERVICES_HINT}", returncode=3)
     try:
         MongoClient(django_settings.MONGODB_URI, serverSelectionTimeoutMS=3000).admin.command("ping")
@@ -72,8 +72,8 @@ def stream(settings, redis_client: redis.Redis) -> Iterator[str]:  # type: ignor
     name = unique("test-stream")
     settings.EVENTING_STREAM = name
     yield name
-    # The stream, its retry and dead-letter streams, and the consumers' bookkeeping.
-    keys = [*redis_client.scan_iter(f"{name}*"), *redis_client.scan_iter(f"eventing:*{name}*")]
+    # The stream or its partitions ({name:p0}, …), their retry and dead-letter streams, and the consumers' bookkeeping.
+    keys = list(redis_client.scan_iter(f"*{name}*"))
     if keys:
         redis_client.delete(*keys)
 

@@ -1,5 +1,7 @@
-"""The consumer's only conversation with Redis: its group on the main stream and on its own
-retry stream, reads, acks, failure counts, claims, the dead-letter copy and the health record.
+"""The consumer's conversation with Redis about one partition: its group on the partition stream and on
+its own retry stream of it, reads, acks, failure counts, claims and the dead-letter copy. Every key here
+embeds the partition's name, so on a Redis Cluster they share its hash tag and each command stays in one
+slot. How a consumer reads several partitions is ``partitions``' business.
 
 Entries are read as bytes, exactly as they were written: a stream holds whatever anyone XADDed, and a
 client that decodes replies would fail inside the read on the first field that is not UTF-8, before
@@ -18,9 +20,8 @@ from typing import Any, cast
 import redis
 
 from eventing.consumer.decoding import Entry
-from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
 from eventing.consumer.policy import Failure
-from eventing.transport.client import get_redis
+from eventing.transport.client import RedisClient, RedisPipeline, get_redis, is_missing_key
 from eventing.transport.streams import dead_letter_stream, retry_stream
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class PendingRetry:
 
 
 class GroupIO:
+    """One partition as one consumer of a group sees it: the partition stream and the group's retry stream
+    of it, read together (one XREADGROUP: they share the partition's hash tag)."""
+
     def __init__(self, *, stream: str, group: str, consumer_id: str, count: int, block_ms: int) -> None:
         self.stream = stream
         self.group = group
@@ -52,7 +56,6 @@ class GroupIO:
         # Reads of entries (XREADGROUP, XCLAIM, XAUTOCLAIM) get bytes; the bookkeeping stays text.
         self.raw = get_redis(socket_timeout=block_ms / 1000 + 10, decode_responses=False)
         self.failures_key = f"eventing:failures:{stream}:{group}"
-        self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
 
     # Groups and reads.
 
@@ -64,6 +67,14 @@ class GroupIO:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    def has_group(self) -> bool:
+        try:
+            return any(str(info["name"]) == self.group for info in self.redis.xinfo_groups(self.stream))
+        except redis.ResponseError as exc:
+            if not is_missing_key(exc):
+                raise
+            return False
 
     def create_group_below_history(self) -> str:
         """Create the group of a consumer that has never run, at the oldest entry the stream still
@@ -85,39 +96,30 @@ class GroupIO:
         ms, seq = (int(part) for part in info["last-generated-id"].split("-"))
         return f"{ms}-{seq + 1}"
 
-    def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:
-        """Entries after ``last_id`` (per stream, or one id for every stream of this consumer):
-        "0" for its own pending ones, ">" for new ones, blocking up to BLOCK ms."""
+    def read(self, last_id: str | dict[str, str], *, block: bool = True, block_ms: int | None = None) -> list[Entry]:
+        """Entries after ``last_id`` (per stream, or one id for both streams of this partition):
+        "0" for its own pending ones, ">" for new ones, blocking up to ``block_ms`` (default: BLOCK ms)."""
         ids = last_id if isinstance(last_id, dict) else dict.fromkeys(self.streams, last_id)
+        wait = (self.block_ms if block_ms is None else block_ms) if block else None
         try:
-            response = self.raw.xreadgroup(
-                self.group,
-                self.consumer_id,
-                ids,  # type: ignore[arg-type]  # redis-py's stub wants a wider dict type
-                count=self.count,
-                block=self.block_ms if block and ">" in ids.values() else None,
-            )
+            return read_group(self.raw, self.group, self.consumer_id, ids, count=self.count, block_ms=wait)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             logger.warning("stream %s or group %s disappeared; recreating it", self.stream, self.group)
             self.ensure_group()
             return []
-        batches = cast(list[tuple[bytes, Any]], response or [])
-        return [entry for stream, entries in batches for entry in _entries(stream.decode(), entries)]
 
-    def ack(self, entries: list[Entry]) -> None:
-        """Ack the entries and forget their failure counts, in one round trip."""
+    def ack(self, entries: list[Entry], *, pipe: RedisPipeline) -> None:
+        """Queue on ``pipe`` the acks of these entries of this partition, and forgetting their failure counts."""
         if not entries:
             return
         by_stream: dict[str, list[str]] = defaultdict(list)
         for entry in entries:
             by_stream[entry.stream].append(entry.id)
-        pipe = self.redis.pipeline(transaction=False)
         for stream, ids in by_stream.items():
             pipe.xack(stream, self.group, *ids)
         pipe.hdel(self.failures_key, *(_failure_field(e.stream, e.id) for e in entries))
-        pipe.execute()
 
     # Failures and retries.
 
@@ -198,20 +200,21 @@ class GroupIO:
             )
             return ""
 
-    # Health.
 
-    def write_health(self, record: HealthRecord) -> None:
-        """Best effort: when Redis itself is down the record expires, which says the same."""
-        try:
-            self.redis.set(self.health_key, record.to_json(), ex=HEALTH_TTL_SECONDS)
-        except redis.RedisError:
-            pass
-
-    def delete_health(self) -> None:
-        try:
-            self.redis.delete(self.health_key)  # gone, rather than not ready
-        except redis.RedisError:
-            pass
+def read_group(
+    raw: RedisClient, group: str, consumer_id: str, ids: dict[str, str], *, count: int, block_ms: int | None
+) -> list[Entry]:
+    """One XREADGROUP of ``ids`` (stream -> last id), as bytes; BLOCK only when a new entry is asked for.
+    On a cluster every stream of one call must share a slot."""
+    response = raw.xreadgroup(
+        group,
+        consumer_id,
+        ids,  # type: ignore[arg-type]  # redis-py's stub wants a wider dict type
+        count=count,
+        block=block_ms if block_ms is not None and ">" in ids.values() else None,
+    )
+    batches = cast(list[tuple[bytes, Any]], response or [])
+    return [entry for stream, entries in batches for entry in _entries(stream.decode(), entries)]
 
 
 def _entries(stream: str, response: Any) -> list[Entry]:

@@ -24,6 +24,7 @@ from django.db import InterfaceError, OperationalError
 from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
 
 from eventing.contract.errors import DeadLetterReason, PermanentError
+from eventing.transport.client import CLUSTER_UNAVAILABLE_ERRORS
 
 # Failures of the infrastructure rather than of the event. The one list: the
 # handlers' errors and the consumer loop's are classified by it alike.
@@ -36,6 +37,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     AutoReconnect,
     ServerSelectionTimeoutError,
     ExecutionTimeout,
+    *CLUSTER_UNAVAILABLE_ERRORS,
 )
 
 

@@ -1,11 +1,12 @@
-"""The consumer runtime: one consumer group reading its stream, put together from its parts.
+"""The consumer runtime: one consumer group reading the bus's partitions, put together from its parts.
 
 It creates its group when missing, first re-reads the entries still pending
 under its own name (delivered before a crash, never acked), then reads new
 ones in batches. Each event goes to the handlers registered for this consumer
 and its type; the entry is acked only after their effects are durable.
 
-The parts, one job each: ``group`` talks to Redis, ``decoding`` turns entries
+The parts, one job each: ``group`` talks to Redis about one partition,
+``partitions`` decides which partitions are read and how, ``decoding`` turns entries
 into deliveries, ``applying`` does the database work, ``policy`` decides what
 a failure means, ``health`` says what a health record is. This module only
 sequences them. Entries idle longer than EVENTING_CLAIM_IDLE_MS under another
@@ -21,7 +22,7 @@ import threading
 import time
 import traceback as tb
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -31,8 +32,9 @@ from redis import RedisError
 
 from eventing.consumer.applying import HandlerFailure, apply_idempotent, apply_transactional, record_dead_letter
 from eventing.consumer.decoding import Delivery, Entry, Rejection, decode
-from eventing.consumer.group import ConsumerError, GroupIO
+from eventing.consumer.group import ConsumerError, PendingRetry
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord
+from eventing.consumer.partitions import Partitions
 from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Next, RetryPolicy, TransientFailure
 from eventing.contract import context
 from eventing.contract.consumers import consumer_names
@@ -56,12 +58,13 @@ __all__ = ["ConsumerError", "StreamConsumer"]
 
 
 class HistorySource(Protocol):
-    """Batches of (entry id, entry fields) of the events read from ``stream`` below ``boundary``, oldest
-    first: what a new group needs from before the stream's oldest entry (the event log's ``logged_before``)."""
+    """Batches of (stream, entry id, entry fields) of every event a new group will not read from the
+    partitions: those read from a partition below its boundary, and those of streams that are no partition
+    now (retired by a repartitioning), oldest first (the event log's ``logged_before``)."""
 
     def __call__(
-        self, *, stream: str, boundary: str, batch_size: int
-    ) -> Iterable[list[tuple[str, dict[str, str]]]]: ...
+        self, *, boundaries: Mapping[str, str], batch_size: int
+    ) -> Iterable[list[tuple[str, str, dict[str, str]]]]: ...
 
 
 class StreamConsumer:
@@ -81,16 +84,17 @@ class StreamConsumer:
         self.policy = RetryPolicy.for_consumer(name)
         self.commit_every = settings.EVENTING_COMMIT_EVERY
         self.claim_idle_ms = settings.EVENTING_CLAIM_IDLE_MS
-        self.io = GroupIO(
+        self.partitions = Partitions(
             stream=stream or settings.EVENTING_STREAM,
+            partitions=settings.EVENTING_PARTITIONS,
             group=self.group,
             consumer_id=consumer_id or f"{socket.gethostname()}-{os.getpid()}",
             count=count or settings.EVENTING_READ_COUNT,
             block_ms=block_ms if block_ms is not None else settings.EVENTING_BLOCK_MS,
         )
-        self.stream = self.io.stream
-        self.streams = self.io.streams
-        self.consumer_id = self.io.consumer_id
+        self.stream = self.partitions.stream
+        self.streams = self.partitions.streams
+        self.consumer_id = self.partitions.consumer_id
         self.processed = 0
         self.dead_lettered = 0
         # Entries of the last batch neither applied nor dead-lettered (they wait for a retry).
@@ -103,10 +107,10 @@ class StreamConsumer:
         self._may_hold_failures = True
 
     def ensure_group(self) -> None:
-        self.io.ensure_group()
+        self.partitions.ensure_groups()
 
     def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:
-        return self.io.read(last_id, block=block)
+        return self.partitions.read(last_id, block=block)
 
     # Processing a batch.
 
@@ -161,7 +165,7 @@ class StreamConsumer:
                 raise  # dead-lettering it failed, which no retry of the entry mends
             if self._fail(HandlerFailure(decoded, None, exc, trace)) is not Next.DEAD_LETTER:
                 return 0
-        self.io.ack([entry] if ack else [])
+        self.partitions.ack([entry] if ack else [])
         self.processed += 1
         self.unfinished = []
         return 1
@@ -197,7 +201,7 @@ class StreamConsumer:
                 if self._fail(failure) is Next.DEAD_LETTER:
                     finished.append(failure.delivery.entry)
         finally:
-            self.io.ack(finished if ack else [])
+            self.partitions.ack(finished if ack else [])
             self.processed += len(finished)
             done = {(e.stream, e.id) for e in finished}
             self.unfinished = [e for e in entries if (e.stream, e.id) not in done]
@@ -207,7 +211,7 @@ class StreamConsumer:
         """Count a handler's failure and dead-letter the event when the policy says so."""
         delivery, kind = failure.delivery, failure.kind
         self._may_hold_failures = True
-        attempts, first_failed_at = self.io.count_failure(delivery.entry)
+        attempts, first_failed_at = self.partitions.io_of(delivery.entry.stream).count_failure(delivery.entry)
         envelope = delivery.envelope
         EVENTS_FAILED.labels(self.name, envelope.type, kind.value).inc()
         with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
@@ -240,7 +244,7 @@ class StreamConsumer:
 
     def _dead_letter(self, entry: Entry, failure: Failure, envelope: Envelope | None) -> None:
         """Copy the entry to the dead-letter stream and record it; the entry may be acked once either is kept."""
-        copy_id = self.io.copy_to_dead_letters(entry, failure)
+        copy_id = self.partitions.io_of(entry.stream).copy_to_dead_letters(entry, failure)
         label = event_type_label(envelope.type if envelope else None)  # a hostile entry's type is no label
         EVENTS_DEAD_LETTERED.labels(self.name, label, failure.reason).inc()
         recorded = record_dead_letter(
@@ -260,13 +264,13 @@ class StreamConsumer:
         due: dict[str, list[str]] = {}
         if not self._may_hold_failures:
             return 0
-        retries = self.io.pending_retries(self.policy.backoff_ms)
+        retries = self._pending_retries()
         self._may_hold_failures = bool(retries)
         for retry in retries:
             if retry.wait_ms <= 0:
                 due.setdefault(retry.stream, []).append(retry.id)
         for stream, ids in due.items():
-            claimed = self.io.claim(stream, ids)
+            claimed = self.partitions.io_of(stream).claim(stream, ids)
             for entry in claimed:
                 event_type = entry.fields.get(b"type", b"").decode(errors="replace")
                 EVENTS_RETRIED.labels(self.name, event_type_label(event_type)).inc()
@@ -275,20 +279,24 @@ class StreamConsumer:
 
     def next_retry_in(self) -> float | None:
         """Seconds until the soonest of this consumer's failed entries is due again; None when none waits."""
-        waits = [retry.wait_ms for retry in self.io.pending_retries(self.policy.backoff_ms)]
+        waits = [retry.wait_ms for retry in self._pending_retries()]
         return max(min(waits), 0.0) / 1000 if waits else None
+
+    def _pending_retries(self) -> list[PendingRetry]:
+        found = self.partitions.each(lambda io: io.pending_retries(self.policy.backoff_ms))
+        return [retry for retries in found for retry in retries]
 
     def claim_stale(self) -> int:
         """Take over entries another consumer of the group has left idle for too
         long (it died), then forget consumers that hold nothing any more."""
         handled = 0
-        for claimed in self.io.claim_idle(self.claim_idle_ms):
+        for claimed in self.partitions.claim_idle(self.claim_idle_ms):
             self._may_hold_failures = True  # a dead consumer's failed entries come with their counts
             logger.warning(
                 "%s: claimed %d entr(y/ies) idle for over %d ms", self.name, len(claimed), self.claim_idle_ms
             )
             handled += self.process(claimed)
-        for removed in self.io.forget_idle_consumers(self.claim_idle_ms):
+        for removed in self.partitions.forget_idle_consumers(self.claim_idle_ms):
             logger.info("%s: removed idle consumer %s", self.name, removed)
         return handled
 
@@ -301,27 +309,29 @@ class StreamConsumer:
         if not changed and time.monotonic() < self._next_health:
             return
         self._next_health = time.monotonic() + HEALTH_TTL_SECONDS / 3
-        self.io.write_health(
+        self.partitions.write_health(
             HealthRecord(ready=ready, reason=reason, at=datetime.now(UTC).isoformat(), processed=self.processed)
         )
 
     # The loop.
 
     def catch_up_from_log(self, stop: threading.Event, *, history: HistorySource) -> int:
-        """Start a new group with the whole history: create it at the oldest entry
-        the stream still holds, then apply every event trimmed before that, from
-        ``history`` (the MongoDB event log's ``logged_before``). The group reads
-        the stream from there on, so there is no gap and nothing is applied twice.
-        Returns how many came from the history."""
-        boundary = self.io.create_group_below_history()
-        logger.info("%s: catching up from the event log on %s below %s", self.name, self.stream, boundary)
+        """Start a new group with the whole history: create it on every partition
+        at the oldest entry the partition still holds, then apply every event
+        trimmed before that, and every event of a stream retired by a
+        repartitioning, from ``history`` (the MongoDB event log's
+        ``logged_before``). The group reads the partitions from there on, so there
+        is no gap and nothing is applied twice. Returns how many came from the history."""
+        boundaries = self.partitions.create_groups_below_history()
+        below = ", ".join(f"{stream} below {boundary}" for stream, boundary in boundaries.items())
+        logger.info("%s: catching up from the event log: %s, and retired streams", self.name, below)
         done = 0
-        for batch in history(stream=self.stream, boundary=boundary, batch_size=self.io.count):
+        for batch in history(boundaries=boundaries, batch_size=self.partitions.count):
             if stop.is_set():
                 break
             entries = [
-                Entry(self.stream, entry_id, {name.encode(): value.encode() for name, value in fields.items()})
-                for entry_id, fields in batch
+                Entry(stream, entry_id, {name.encode(): value.encode() for name, value in fields.items()})
+                for stream, entry_id, fields in batch
             ]
             for _ in range(self.policy.max_attempts):
                 self.process(entries, ack=False)
@@ -330,11 +340,13 @@ class StreamConsumer:
                 entries = self.unfinished
                 time.sleep(self.policy.backoff_ms(1) / 1000)
             done += len(batch)
-        logger.info("%s: applied %d event(s) from the event log; now reading %s", self.name, done, self.stream)
+        logger.info(
+            "%s: applied %d event(s) from the event log; now reading %s", self.name, done, ", ".join(self.streams)
+        )
         return done
 
     def drain_pending(self, stop: threading.Event) -> None:
-        """Re-read this consumer's own pending entries, oldest first, stream by stream."""
+        """Re-read this consumer's own pending entries, oldest first, stream by stream (every partition)."""
         last_ids = dict.fromkeys(self.streams, "0")
         while last_ids and not stop.is_set():
             entries = self.read(last_ids)
@@ -374,7 +386,8 @@ class StreamConsumer:
                         if wait is None or time.monotonic() + wait > retry_deadline:
                             return
                         stop.wait(wait)
-                    self.set_ready(True)
+                    unavailable = self.partitions.unavailable()
+                    self.set_ready(True, f"not answering: {', '.join(unavailable)}" if unavailable else "")
             except CREDENTIAL_ERRORS as exc:
                 raise ConsumerError(credentials_refused(exc)) from exc
             except RETRY_LOOP_ERRORS as exc:
@@ -383,7 +396,7 @@ class StreamConsumer:
                 where = f" (Redis at {redact_url(settings.REDIS_URL)})" if isinstance(exc, RedisError) else ""
                 logger.error("%s: %s%s: %s; retrying in %.1fs", self.name, type(exc).__name__, where, exc, backoff)
                 stop.wait(backoff)
-        self.io.delete_health()
+        self.partitions.delete_health()
         logger.info("consumer %s stopped after %d event(s)", self.name, self.processed)
 
     def run_until_idle(self, *, max_retry_wait: float = 60.0) -> None:

@@ -1,4 +1,4 @@
-"""The bus at a glance: per stream, each consumer group's lag, pending entries, the age of the oldest
+"""The bus at a glance: per partition stream, each consumer group's lag, pending entries, the age of the oldest
 one, its consumers and its dead letters; the outbox backlog; the dead-letter queue by status and reason.
 
 One snapshot serves ``manage.py streams``, the admin's bus status page, readiness and the metrics, so they
@@ -21,8 +21,8 @@ from django.db.models import Count, Min
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_pattern, parse_health_key
 from eventing.contract import consumers as registry
 from eventing.models import DeadLetter, OutboxEvent
-from eventing.transport.client import get_redis
-from eventing.transport.streams import retry_stream
+from eventing.transport.client import RedisClient, get_redis, is_missing_key
+from eventing.transport.streams import partition_streams, retry_stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class GroupStatus:
     name: str
     declared: bool  # a consumer this code base declares (else a leftover group)
     exists: bool  # the group exists on the stream
-    lag: int | None  # entries not yet delivered to the group (None: Redis cannot tell after a trim)
+    lag: int | None  # not yet delivered to the group, main and retry stream (None: Redis cannot tell after a trim)
     pending: int  # delivered, not acked (main stream and the group's retry stream)
     oldest_pending_age_seconds: float | None  # since the oldest unacked entry was published
     consumers: list[ConsumerStatus]
@@ -88,7 +88,8 @@ def _age(entry_id: str, now_ms: float) -> float:
     return max(now_ms - int(entry_id.split("-", 1)[0]), 0) / 1000
 
 
-def _heartbeats(client: redis.Redis, stream: str) -> dict[tuple[str, str], HealthRecord]:
+def _heartbeats(client: RedisClient, stream: str) -> dict[tuple[str, str], HealthRecord]:
+    """The fresh health records of the consumers of the bus of ``stream``, by (group, consumer)."""
     keys = sorted(str(key) for key in client.scan_iter(health_pattern(stream=stream), count=500))
     values = cast(list[str | None], client.mget(keys)) if keys else []
     return {
@@ -98,24 +99,53 @@ def _heartbeats(client: redis.Redis, stream: str) -> dict[tuple[str, str], Healt
     }
 
 
-def _pending_summary(client: redis.Redis, stream: str, group: str) -> tuple[int, str | None, dict[str, int]]:
+def _not_there(exc: redis.ResponseError) -> bool:
+    """The stream or the group does not exist (yet), as opposed to a server that cannot answer."""
+    return is_missing_key(exc) or "NOGROUP" in str(exc)
+
+
+def _pending_summary(client: RedisClient, stream: str, group: str) -> tuple[int, str | None, dict[str, int]]:
     """(count, oldest id, per consumer) of what ``group`` holds unacked on ``stream``; none when it has no group."""
     try:
         summary = client.xpending(stream, group)
-    except redis.ResponseError:  # NOGROUP: the group has not read this (retry) stream yet
+    except redis.ResponseError as exc:  # NOGROUP: the group has not read this (retry) stream yet
+        if not _not_there(exc):
+            raise
         return 0, None, {}
     per_consumer = {str(item["name"]): int(item["pending"]) for item in summary.get("consumers") or []}
     return int(summary["pending"]), summary.get("min"), per_consumer
 
 
-def stream_status(client: redis.Redis, stream: str, *, dead_letters: dict[str, int]) -> StreamStatus:
+def _retry_lag(client: RedisClient, stream: str, group: str) -> int | None:
+    """Entries of ``group``'s retry stream of ``stream`` not yet delivered to it."""
+    try:
+        infos = client.xinfo_groups(retry_stream(stream, group))
+    except redis.ResponseError as exc:
+        if not _not_there(exc):
+            raise
+        return 0
+    lag = next((info.get("lag") for info in infos if str(info["name"]) == group), 0)
+    return None if lag is None else int(lag)
+
+
+def stream_status(
+    client: RedisClient,
+    stream: str,
+    *,
+    dead_letters: dict[str, int],
+    heartbeats: dict[tuple[str, str], HealthRecord] | None = None,
+) -> StreamStatus:
+    """One stream (a partition) and its groups; ``heartbeats`` are the bus's consumers' health records."""
     now_ms = time.time() * 1000
     try:
         length = int(client.xlen(stream))
         groups = {str(info["name"]): info for info in client.xinfo_groups(stream)}
-    except redis.ResponseError:  # no such stream yet
+    except redis.ResponseError as exc:  # no such stream yet
+        if not _not_there(exc):
+            raise
         length, groups = 0, {}
-    heartbeats = _heartbeats(client, stream)
+    if heartbeats is None:
+        heartbeats = _heartbeats(client, settings.EVENTING_STREAM)
     declared = registry.consumer_names()
     statuses = []
     for name in sorted(set(declared) | set(groups)):
@@ -139,6 +169,9 @@ def stream_status(client: redis.Redis, stream: str, *, dead_letters: dict[str, i
                     )
                 )
         lag = info.get("lag") if info else length
+        if info and lag is not None:
+            retry_lag = _retry_lag(client, stream, name)
+            lag = None if retry_lag is None else int(lag) + retry_lag
         statuses.append(
             GroupStatus(
                 name=name,
@@ -169,8 +202,10 @@ def dead_letter_counts() -> dict[tuple[str, str], int]:
 
 
 def bus_status(*, streams: list[str] | None = None) -> BusStatus:
-    """The bus now. Raises redis.RedisError or a database error when a service does not answer."""
+    """The bus now: every partition, or the ``streams`` named. Raises redis.RedisError (or, on a cluster,
+    the cluster client's errors) or a database error when a service does not answer."""
     client = get_redis()
+    heartbeats = _heartbeats(client, settings.EVENTING_STREAM)
     by_group: Counter[str] = Counter(
         dict(
             DeadLetter.objects.filter(status=DeadLetter.Status.PENDING)
@@ -182,7 +217,8 @@ def bus_status(*, streams: list[str] | None = None) -> BusStatus:
     return BusStatus(
         taken_at=datetime.now(UTC),
         streams=[
-            stream_status(client, name, dead_letters=dict(by_group)) for name in streams or [settings.EVENTING_STREAM]
+            stream_status(client, name, dead_letters=dict(by_group), heartbeats=heartbeats)
+            for name in streams or partition_streams()
         ],
         outbox=outbox_status(),
         dead_letters=dead_letter_counts(),
@@ -214,4 +250,33 @@ def breaches(
     return found
 
 
-__all__ = ["HEALTH_TTL_SECONDS", "BusStatus", "GroupStatus", "StreamStatus", "breaches", "bus_status"]
+def drain_breaches(status: BusStatus) -> list[str]:
+    """What keeps the bus from being drained — the first step of repartitioning (docs/scaling.md): a row the
+    outbox has not published, an entry a group has not read (or whose lag Redis cannot tell) or not acked,
+    on any partition or retry stream of it. Empty when the bus is drained."""
+    found = []
+    if status.outbox.backlog:
+        found.append(f"outbox: {status.outbox.backlog} row(s) not yet published")
+    for stream in status.streams:
+        for group in stream.groups:
+            if not group.exists:
+                continue  # a consumer that never ran has nothing in flight (start it with --from-beginning)
+            where = f"{stream.name} {group.name}"
+            if group.lag is None:
+                found.append(f"{where}: lag unknown (Redis cannot tell after a trim); wait for the group to read on")
+            elif group.lag:
+                found.append(f"{where}: {group.lag} entr(y/ies) not yet read")
+            if group.pending:
+                found.append(f"{where}: {group.pending} entr(y/ies) read and not acked")
+    return found
+
+
+__all__ = [
+    "HEALTH_TTL_SECONDS",
+    "BusStatus",
+    "GroupStatus",
+    "StreamStatus",
+    "breaches",
+    "bus_status",
+    "drain_breaches",
+]

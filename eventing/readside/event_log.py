@@ -1,7 +1,7 @@
 """The event log: every event exactly once, keyed by its id, written by the ``PROJECTIONS`` consumer."""
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,21 +129,32 @@ def envelope_from_record(record: dict[str, Any]) -> Envelope:
     )
 
 
-def logged_before(*, stream: str, boundary: str, batch_size: int) -> Iterator[list[tuple[str, dict[str, str]]]]:
-    """Batches of (entry id, stream fields) rebuilt from the log for the events
-    read from ``stream`` at positions below ``boundary``, in stream order."""
-    ms, seq = (int(part) for part in boundary.split("-"))
-    query = {"stream": stream, "$or": [{"stream_ms": {"$lt": ms}}, {"stream_ms": ms, "stream_seq": {"$lt": seq}}]}
+def logged_before(*, boundaries: Mapping[str, str], batch_size: int) -> Iterator[list[tuple[str, str, dict[str, str]]]]:
+    """Batches of (stream, entry id, stream fields) rebuilt from the log for every event a new group will
+    not read from the partitions ``boundaries`` names: those read from a partition at a position below its
+    boundary, and those read from any other stream (a stream retired by a repartitioning, another group's
+    retry stream), in stream position order."""
+    below = [
+        {"stream": stream, "$or": [{"stream_ms": {"$lt": ms}}, {"stream_ms": ms, "stream_seq": {"$lt": seq}}]}
+        for stream, (ms, seq) in ((stream, _position(boundary)) for stream, boundary in boundaries.items())
+    ]
+    query = {"$or": [{"stream": {"$nin": list(boundaries)}}, *below]}
     cursor = EventRecord._get_collection().find(query).sort([("stream_ms", 1), ("stream_seq", 1)])
-    batch: list[tuple[str, dict[str, str]]] = []
+    batch: list[tuple[str, str, dict[str, str]]] = []
     for record in cursor:
         envelope = envelope_from_record(record)
-        batch.append((record["stream_entry_id"], {"type": envelope.type, "data": envelope.to_json()}))
+        fields = {"type": envelope.type, "data": envelope.to_json()}
+        batch.append((str(record.get("stream") or ""), str(record["stream_entry_id"]), fields))
         if len(batch) == batch_size:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, seq = (int(part) for part in entry_id.split("-"))
+    return ms, seq
 
 
 def read_log(query: dict[str, Any], *, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -1,11 +1,29 @@
-"""The process's Redis clients, built from settings.REDIS_URL."""
+"""The process's Redis clients, built from settings.REDIS_URL: a ``redis.Redis``, or a ``RedisCluster``
+when the URL names a cluster (``redis+cluster://host:port/0``, ``rediss+cluster://`` for TLS; any node
+serves as the seed, the client learns the others and which slots each serves)."""
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
-from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    AuthenticationWrongNumberOfArgsError,
+    ClusterDownError,
+    ClusterError,
+    NoPermissionError,
+    RedisClusterException,
+    TryAgainError,
+)
+
+# Either client answers the commands the bus sends; on a cluster each command's keys share one slot.
+RedisClient: TypeAlias = redis.Redis | RedisCluster
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 # Redis refusing this process's credentials (a wrong password, an ACL user without the rights it
 # needs). Retrying cannot help, so processes stop with a clear error instead of backing off
@@ -16,10 +34,42 @@ CREDENTIAL_ERRORS: tuple[type[redis.RedisError], ...] = (
     NoPermissionError,
 )
 
+# A cluster that cannot serve a slot for now: its master is down (CLUSTERDOWN, MASTERDOWN), slots are
+# moving (TRYAGAIN), the client ran out of redirections (ClusterError) or knows no node for the slot
+# (SlotNotCoveredError and the client's other RedisClusterExceptions). Like an unreachable Redis: wait
+# and try again. RedisClusterException is no RedisError, so whoever catches RedisError catches these too.
+CLUSTER_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    ClusterDownError,
+    TryAgainError,
+    ClusterError,
+    RedisClusterException,
+)
+
+# A server that does not answer (or a cluster that cannot serve its slots), as opposed to an error of the
+# command; on a cluster it concerns one master, whose partitions wait while the others carry on.
+SERVER_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    *CLUSTER_UNAVAILABLE_ERRORS,
+)
+
+# Whatever a Redis call can raise about Redis itself: a server's error or the cluster client's own.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, *CLUSTER_UNAVAILABLE_ERRORS)
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
 
 @cache
-def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> redis.Redis:
-    return redis.Redis.from_url(
+def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> RedisClient:
+    return client_for(
         url,
         decode_responses=decode_responses,
         socket_timeout=socket_timeout,
@@ -28,10 +78,62 @@ def _client(url: str, socket_timeout: float | None, decode_responses: bool) -> r
     )
 
 
-def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = True) -> redis.Redis:
+def client_for(url: str, **options: Any) -> RedisClient:
+    """A new client for ``url``: a RedisCluster for a ``redis+cluster://`` or ``rediss+cluster://`` URL
+    (given to redis-py as ``redis://`` or ``rediss://``), else a Redis."""
+    parts = urlsplit(url)
+    if parts.scheme in CLUSTER_SCHEMES:
+        return RedisCluster.from_url(urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme])), **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = True) -> RedisClient:
     """A shared client. Blocking readers pass a timeout above their BLOCK time. Replies are text, or
     bytes with ``decode_responses=False``: what a stream holds need not be UTF-8, and only bytes read it all."""
     return _client(settings.REDIS_URL, socket_timeout, decode_responses)
+
+
+@dataclass(frozen=True)
+class ServerStart:
+    """A Redis server's run (its id changes at every restart) and when it started, in ms by its own clock,
+    rounded down to the second before (INFO counts uptime in whole seconds)."""
+
+    run_id: str
+    started_ms: int
+
+
+def server_starts(client: RedisClient, keys: list[str]) -> dict[str, ServerStart]:
+    """The run of the Redis server that holds each key (on a cluster, the master serving its slot), asking
+    each server once. On a cluster the keys of a master that does not answer are left out (they are asked
+    again once it does)."""
+    if not isinstance(client, RedisCluster):
+        return dict.fromkeys(keys, _start(client.info("server")))
+    by_node: dict[str, ServerStart | None] = {}
+    found: dict[str, ServerStart] = {}
+    for key in keys:
+        node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        if node.name not in by_node:
+            try:
+                by_node[node.name] = _start(client.info("server", target_nodes=node))
+            except CREDENTIAL_ERRORS:
+                raise
+            except SERVER_DOWN_ERRORS:
+                by_node[node.name] = None
+        known = by_node[node.name]
+        if known is not None:
+            found[key] = known
+    return found
+
+
+def _start(info: Mapping[str, Any]) -> ServerStart:
+    now_ms = int(info["server_time_usec"]) // 1000
+    return ServerStart(str(info["run_id"]), now_ms - (int(info["uptime_in_seconds"]) + 1) * 1000)
+
+
+def is_missing_key(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused a command because its key does not exist (XINFO on a stream that is gone),
+    rather than because the cluster cannot serve it (CLUSTERDOWN is a ResponseError too)."""
+    return "no such key" in str(exc).lower()
 
 
 def credentials_refused(exc: redis.RedisError) -> str:

@@ -11,7 +11,6 @@ change does.
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
 from eventing.contract.envelope import Envelope
@@ -21,6 +20,7 @@ from eventing.contract.schemas import validate_event
 from eventing.models import OutboxEvent
 from eventing.telemetry import tracing
 from eventing.transport.relay import publish_after_commit
+from eventing.transport.streams import stream_for
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def record_event(sender: Any, *, event: Event, aggregate_version: int, **kwargs:
     row = OutboxEvent.objects.create(
         event_id=envelope.id,
         event_type=envelope.type,
-        stream=settings.EVENTING_STREAM,
+        # Its aggregate's partition: all the events of one order, reservation or item in one stream, in order.
+        stream=stream_for(envelope.aggregate_id),
         payload=envelope.to_json(),
         occurred_at=envelope.occurred_at,
     )

@@ -6,10 +6,12 @@ between commit and XADD, or Redis was down — stays unpublished in the table,
 and :func:`relay_forever` (``manage.py relay_outbox``) publishes it.
 """
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -21,8 +23,19 @@ from django.utils import timezone
 
 from eventing.models import OutboxEvent
 from eventing.telemetry.metrics import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
-from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, get_redis, redact_url
+from eventing.transport.client import (
+    CREDENTIAL_ERRORS,
+    REDIS_ERRORS,
+    RedisClient,
+    credentials_refused,
+    get_redis,
+    is_cluster,
+    is_missing_key,
+    redact_url,
+    server_starts,
+)
 from eventing.transport.retention import PrunePass
+from eventing.transport.streams import is_stream_of_bus, partition_streams, stream_for
 from eventing.transport.trim import trim_streams
 
 logger = logging.getLogger(__name__)
@@ -32,14 +45,33 @@ class RelayError(Exception):
     """The relay was asked to publish once and could not reach Redis."""
 
 
+# How long the relay leaves aside the rows of a partition whose cluster master did not take them: it tries
+# once a second, so the other partitions' rows never queue behind them.
+PARTITION_RETRY_SECONDS = 1.0
+
+
+class PublishIncomplete(redis.ConnectionError):
+    """Some partitions of a cluster did not take their rows; the others' were published and marked."""
+
+    def __init__(self, streams: list[str], error: Exception) -> None:
+        super().__init__(f"{', '.join(streams)}: {type(error).__name__}: {error}")
+        self.streams = streams
+
+
+# How often the relay asks whether a Redis server restarted. redis-py reconnects behind the relay's back,
+# so a restart during a quiet moment raises nothing; asking costs one INFO per server and a GET per
+# partition, and what a restart lost waits at most this long to go out again.
+RESTART_CHECK_SECONDS = 5.0
+
+
 # What the relay reads of a row: (id, stream, event_type, payload, occurred_at). Only these columns, as
 # tuples: building model instances (and converting the columns it never sends) cost as much as the XADDs.
 Pending = tuple[int, str, str, str, datetime]
 PENDING_COLUMNS = ("id", "stream", "event_type", "payload", "occurred_at")
 
 
-def publish(rows: Sequence[OutboxEvent], *, client: redis.Redis) -> int:
-    """XADD the rows in one pipelined round trip, then mark them published.
+def publish(rows: Sequence[OutboxEvent], *, client: RedisClient) -> int:
+    """XADD the rows in one pipelined round trip (on a cluster, one per partition), then mark them published.
 
     A crash between the two re-publishes the rows later; consumers and the
     event log recognise the duplicate by its event id.
@@ -47,15 +79,22 @@ def publish(rows: Sequence[OutboxEvent], *, client: redis.Redis) -> int:
     return _publish([(row.pk, row.stream, row.event_type, row.payload, row.occurred_at) for row in rows], client=client)
 
 
-def _publish(rows: Sequence[Pending], *, client: redis.Redis) -> int:
+def _publish(rows: Sequence[Pending], *, client: RedisClient) -> int:
+    """Publish the rows and mark those Redis took; when a partition could not take its rows, the others
+    are still marked and PublishIncomplete (or, on one Redis, the error) is raised after."""
     if not rows:
         return 0
     started = time.perf_counter()
-    _xadd(rows, client=client)
+    stored, error = _xadd(rows, client=client)
     RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
-    _mark_published(rows)
-    RELAY_PUBLISHED.inc(len(rows))
-    return len(rows)
+    _mark_published(stored)
+    RELAY_PUBLISHED.inc(len(stored))
+    if error is not None:
+        if isinstance(error, CREDENTIAL_ERRORS) or not is_cluster(client):
+            raise error
+        published = {row[1] for row in stored}
+        raise PublishIncomplete(sorted({row[1] for row in rows} - published), error)
+    return len(stored)
 
 
 def _mark_published(rows: Sequence[Pending]) -> None:
@@ -66,12 +105,37 @@ def _mark_published(rows: Sequence[Pending]) -> None:
     )
 
 
-def _xadd(rows: Sequence[Pending], *, client: redis.Redis) -> None:
+def _xadd(rows: Sequence[Pending], *, client: RedisClient) -> tuple[list[Pending], Exception | None]:
+    """XADD the rows: (the rows Redis took, the error that kept the others out, if any).
+
+    One Redis takes them all or none, in one round trip. A cluster takes them partition by partition: a
+    master that is down keeps only its partitions' rows out, and the others are marked published (else
+    each retry would add them again)."""
+    if not is_cluster(client):
+        _xadd_pipelined(rows, client=client)
+        return list(rows), None
+    by_stream: dict[str, list[Pending]] = defaultdict(list)
+    for row in rows:
+        by_stream[row[1]].append(row)
+    stored: list[Pending] = []
+    error: Exception | None = None
+    for stream, part in by_stream.items():
+        try:
+            _xadd_pipelined(part, client=client)
+        except REDIS_ERRORS as exc:
+            logger.warning("could not publish %d event(s) to %s: %s", len(part), stream, exc)
+            error = error or exc
+        else:
+            stored += part
+    return stored, error
+
+
+def _xadd_pipelined(rows: Sequence[Pending], *, client: RedisClient) -> None:
     pipe = client.pipeline(transaction=False)
     for _, stream, event_type, payload, occurred_at in rows:
         # What pipe.xadd(stream, {...}) sends, without its per-call argument handling: a quarter of the relay's
-        # Redis time on a backlog. (redis-py leaves execute_command untyped.)
-        pipe.execute_command(  # type: ignore[no-untyped-call]
+        # Redis time on a backlog.
+        pipe.execute_command(
             "XADD", stream, "*", "type", event_type, "data", payload, "timestamp", occurred_at.isoformat()
         )
     pipe.execute()
@@ -115,33 +179,78 @@ def publishing_batch() -> Iterator[None]:
             _publish_best_effort(rows)
 
 
-def publish_pending(*, client: redis.Redis, batch_size: int, grace_seconds: float) -> int:
-    """Publish one batch of rows left unpublished for longer than the grace period."""
+def publish_pending(*, client: RedisClient, batch_size: int, grace_seconds: float, skip: Sequence[str] = ()) -> int:
+    """Publish one batch of rows left unpublished for longer than the grace period (but those of ``skip``,
+    partitions whose master did not answer a moment ago)."""
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     pending = OutboxEvent.objects.filter(published_at__isnull=True, occurred_at__lte=cutoff).order_by("id")
-    return _publish(list(pending.values_list(*PENDING_COLUMNS)[:batch_size]), client=client)
+    if skip:
+        pending = pending.exclude(stream__in=skip)
+    return _publish(_rerouted(list(pending.values_list(*PENDING_COLUMNS)[:batch_size])), client=client)
 
 
-def republish_lost(*, client: redis.Redis, batch_size: int) -> int:
-    """Re-publish what a Redis restart may have lost.
+def _rerouted(rows: list[Pending]) -> list[Pending]:
+    """The rows, each bound for a partition of the bus as it is now.
+
+    A row is routed when it is written. One left unpublished across a change of EVENTING_PARTITIONS names
+    a stream no consumer reads any more: it goes to its aggregate's partition now, and its row says so
+    (republishing looks rows up by stream)."""
+    current = set(partition_streams())
+    routed: list[Pending] = []
+    for row in rows:
+        pk, stream, event_type, payload, occurred_at = row
+        if stream not in current and is_stream_of_bus(stream):
+            new = stream_for(str(json.loads(payload)["aggregate_id"]))
+            OutboxEvent.objects.filter(pk=pk).update(stream=new)
+            logger.warning(
+                "event row %d was routed to %s before a repartitioning; publishing it to %s", pk, stream, new
+            )
+            row = (pk, new, event_type, payload, occurred_at)
+        routed.append(row)
+    return routed
+
+
+def republish_lost(
+    *,
+    client: RedisClient,
+    batch_size: int,
+    streams: Sequence[str] | None = None,
+    restarted: Mapping[str, int] | None = None,
+) -> int:
+    """Re-publish what a Redis restart may have lost from ``streams`` (default: every partition).
 
     Redis persists its AOF every second, so a crash can lose XADDs it had
-    acknowledged. Each stream's last id after the restart says up to when its
-    data survived; rows published since then (less a margin for clock skew)
-    go out again, and consumers drop the duplicates by event id.
+    acknowledged, and a server back from a lost disk has lost everything. Each
+    stream's last entry from before the restart says up to when its data
+    survived; rows published since then (less a margin for clock skew) go out
+    again, and consumers drop the duplicates by event id.
+
+    With ``restarted`` (stream -> when the server holding it started, in ms by
+    its own clock) only what that restart can have lost goes out: from the last
+    entry older than the start up to the start (each bound widened by the
+    margin). Entries added since the start — by processes that published before
+    the relay noticed the restart — are not taken for survivors, and rows
+    published since are in the stream already. Without it, a stream's last entry
+    is taken as the last survivor.
+
+    Only the partitions of the bus as it is now: a stream retired by a
+    repartitioning was drained before it (docs/scaling.md), and nobody reads it
+    any more.
     """
+    margin = timedelta(seconds=settings.EVENTING_REPUBLISH_MARGIN_SECONDS)
     total = 0
-    for stream in OutboxEvent.objects.filter(published_at__isnull=False).values_list("stream", flat=True).distinct():
-        try:
-            last_id = client.xinfo_stream(stream)["last-generated-id"]
-        except redis.ResponseError:
-            last_id = "0-0"  # the stream itself is gone
-        survived_until = datetime.fromtimestamp(int(last_id.split("-")[0]) / 1000, tz=UTC)
-        since = survived_until - timedelta(seconds=settings.EVENTING_REPUBLISH_MARGIN_SECONDS)
-        rows = OutboxEvent.objects.filter(stream=stream, published_at__gte=since).order_by("id")
+    for stream in list(restarted or ()) or streams or partition_streams():
+        started_ms = restarted[stream] if restarted else None
+        last_id = _last_survivor(client, stream, started_ms)
+        survived_until = _moment(int(last_id.split("-")[0]))
+        rows = OutboxEvent.objects.filter(stream=stream, published_at__gte=survived_until - margin)
+        if started_ms is not None:
+            rows = rows.filter(published_at__lte=_moment(started_ms) + margin)
         start, after = 0, 0
-        while batch := list(rows.filter(id__gt=after).values_list(*PENDING_COLUMNS)[:batch_size]):
-            _xadd(batch, client=client)
+        while batch := list(rows.order_by("id").filter(id__gt=after).values_list(*PENDING_COLUMNS)[:batch_size]):
+            _stored, error = _xadd(batch, client=client)
+            if error is not None:
+                raise error
             start += len(batch)
             after = batch[-1][0]
         if start:
@@ -155,17 +264,46 @@ def republish_lost(*, client: redis.Redis, batch_size: int) -> int:
     return total
 
 
-def run_id_key() -> str:
-    """Where the relay keeps the run id of the Redis it last saw; a different one means Redis restarted."""
-    return f"eventing:relay:{settings.EVENTING_STREAM}:redis-run-id"
+def _last_survivor(client: RedisClient, stream: str, started_ms: int | None) -> str:
+    """The id of the last entry of ``stream`` that a restart at ``started_ms`` left (or, without it, of its
+    last entry); "0-0" when there is none."""
+    if started_ms is not None:
+        before = client.xrevrange(stream, max=f"({started_ms}-0", min="-", count=1)
+        return str(before[0][0]) if before else "0-0"
+    try:
+        return str(client.xinfo_stream(stream)["last-generated-id"])
+    except redis.ResponseError as exc:
+        if not is_missing_key(exc):
+            raise
+        return "0-0"  # the stream itself is gone
 
 
-def _check_restart(client: redis.Redis, batch_size: int) -> None:
-    """Notice a Redis that restarted (its run id changed) and re-publish what it may have lost."""
-    run_id = client.info("server")["run_id"]
-    if client.get(run_id_key()) != run_id:
-        republish_lost(client=client, batch_size=batch_size)
-        client.set(run_id_key(), run_id)
+def _moment(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def run_id_key(stream: str) -> str:
+    """Where the relay keeps the run id of the Redis it last saw holding ``stream``, in the stream's slot;
+    a different one means that server restarted."""
+    return f"eventing:relay:{stream}:redis-run-id"
+
+
+def _check_restart(client: RedisClient, batch_size: int) -> None:
+    """Notice a Redis server that restarted (its run id changed) and re-publish what the partitions it
+    holds may have lost. On a cluster each master restarts on its own: only its partitions go out again."""
+    restarted = {
+        stream: start
+        for stream, start in server_starts(client, partition_streams()).items()
+        if client.get(run_id_key(stream)) != start.run_id
+    }
+    if restarted:
+        republish_lost(
+            client=client,
+            batch_size=batch_size,
+            restarted={stream: start.started_ms for stream, start in restarted.items()},
+        )
+        for stream, start in restarted.items():
+            client.set(run_id_key(stream), start.run_id)
 
 
 def _prune_step(prune: PrunePass | None, next_prune: float) -> tuple[PrunePass | None, float]:
@@ -200,6 +338,8 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
     client = get_redis()
     total, backoff, connected = 0, 0.0, False
     next_trim = time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
+    next_restart_check = time.monotonic() + RESTART_CHECK_SECONDS
+    set_aside: dict[str, float] = {}  # partitions whose master did not take their rows, until when
     next_prune, prune = time.monotonic() + settings.EVENTING_PRUNE_INTERVAL_SECONDS, None
     while not stop.is_set():
         try:
@@ -208,16 +348,28 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
                 connected = True
                 logger.info("relay publishing to %s", redact_url(settings.REDIS_URL))
                 _check_restart(client, batch_size)
-            published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace)
+            elif time.monotonic() >= next_restart_check and not once:
+                next_restart_check = time.monotonic() + RESTART_CHECK_SECONDS
+                _check_restart(client, batch_size)
+            now = time.monotonic()
+            skip = [stream for stream, until in set_aside.items() if until > now]
+            published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace, skip=skip)
             if time.monotonic() >= next_trim and not once:
                 next_trim = time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
-                # The configured stream even when the outbox has no row of it left (pruned): its groups keep acking.
-                streams = {settings.EVENTING_STREAM, *OutboxEvent.objects.values_list("stream", flat=True).distinct()}
+                # Every partition even when the outbox has no row of it left (pruned): its groups keep acking;
+                # and a stream retired by a repartitioning while rows still name it.
+                streams = {*partition_streams(), *OutboxEvent.objects.values_list("stream", flat=True).distinct()}
                 for stream in sorted(streams):
                     trim_streams(client, stream)
         except CREDENTIAL_ERRORS as exc:
             raise RelayError(credentials_refused(exc)) from exc
-        except redis.RedisError as exc:
+        except PublishIncomplete as exc:
+            if once:
+                raise RelayError(f"cannot publish to {exc}") from exc
+            # The other partitions' rows went out: carry on with them, and try these again in a moment.
+            set_aside.update(dict.fromkeys(exc.streams, time.monotonic() + PARTITION_RETRY_SECONDS))
+            continue
+        except REDIS_ERRORS as exc:
             if once:
                 raise RelayError(f"cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from exc
             connected = False

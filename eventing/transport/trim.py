@@ -10,7 +10,8 @@ import logging
 
 import redis
 
-from eventing.transport.streams import RETRY_MARK
+from eventing.transport.client import RedisClient, is_missing_key
+from eventing.transport.streams import retry_stream
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +21,13 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def safe_min_id(client: redis.Redis, stream: str) -> str | None:
+def safe_min_id(client: RedisClient, stream: str) -> str | None:
     """The lowest id every group still needs, or None when no group reads the stream."""
     try:
         groups = client.xinfo_groups(stream)
-    except redis.ResponseError:
+    except redis.ResponseError as exc:
+        if not is_missing_key(exc):
+            raise
         return None  # no such stream
     if not groups:
         return None
@@ -39,7 +42,7 @@ def safe_min_id(client: redis.Redis, stream: str) -> str | None:
     return min(bounds, key=_id_key)
 
 
-def trim_stream(client: redis.Redis, stream: str) -> int:
+def trim_stream(client: RedisClient, stream: str) -> int:
     """Remove the entries of ``stream`` that every group has acked. Returns how many went."""
     min_id = safe_min_id(client, stream)
     if min_id is None:
@@ -50,7 +53,16 @@ def trim_stream(client: redis.Redis, stream: str) -> int:
     return removed
 
 
-def trim_streams(client: redis.Redis, stream: str) -> dict[str, int]:
-    """Trim ``stream`` and its per-group retry streams. The dead-letter copy is left alone."""
-    streams = [stream, *sorted(client.scan_iter(f"{stream}{RETRY_MARK}*", _type="stream"))]
+def trim_streams(client: RedisClient, stream: str) -> dict[str, int]:
+    """Trim ``stream`` and the retry streams of its groups. The dead-letter copy is left alone.
+
+    The retry streams are named after the groups on ``stream`` (every group has one), not found by a
+    SCAN, which on a cluster would walk every master's keys."""
+    try:
+        groups = sorted(str(group["name"]) for group in client.xinfo_groups(stream))
+    except redis.ResponseError as exc:
+        if not is_missing_key(exc):
+            raise
+        groups = []
+    streams = [stream, *(retry_stream(stream, group) for group in groups)]
     return {name: trim_stream(client, name) for name in streams}

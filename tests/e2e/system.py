@@ -1,8 +1,8 @@
 """The whole system as separate processes: web server (gunicorn, as in
-production), relay and consumers, each a real process against real Redis and
-FerretDB, with a database (SQLite, or PostgreSQL when E2E_DATABASE=postgres),
-stream and Mongo database of its own. Also real Redis and FerretDB servers a
-test can kill."""
+production), relay and consumers, each a real process against real Redis (or a
+Redis Cluster) and FerretDB, with a database (SQLite, or PostgreSQL when
+E2E_DATABASE=postgres), stream (or partitions) and Mongo database of its own.
+Also real Redis, Redis Cluster and FerretDB servers a test can kill."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from typing import Any
 
 import redis
 
+from eventing.transport.client import RedisClient, client_for
+from eventing.transport.streams import partition_streams, retry_stream
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONSUMERS = {"inventory": 2, "orders": 1, "projections": 1}
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
@@ -33,6 +36,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536 and not port_open(port + 10000):
+            return port
 
 
 def mongo_uri(base_uri: str, database: str) -> str:
@@ -102,6 +113,80 @@ class RedisServer(ServerProcess):
         ]  # fmt: skip
 
 
+class RedisClusterNode(ServerProcess):
+    """One master of a Redis Cluster, configured as scripts/services runs the local cluster."""
+
+    def __init__(self, workdir: Path, index: int) -> None:
+        super().__init__(f"redis-cluster-{index}", workdir)
+        self.port = free_cluster_port()
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+            "--cluster-require-full-coverage", "no",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+        ]  # fmt: skip
+
+    def cluster_info(self) -> dict[str, str]:
+        try:
+            raw = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True).execute_command("CLUSTER INFO")
+        except redis.RedisError:
+            return {}
+        if isinstance(raw, dict):
+            return {str(k): str(v) for k, v in raw.items()}
+        return dict(line.split(":", 1) for line in str(raw).splitlines() if ":" in line)
+
+    def wipe(self) -> None:
+        """Lose the data (the AOF), keep the cluster configuration: a master back from a lost disk."""
+        for path in self.dir.glob("appendonly*"):
+            if path.is_dir():
+                for child in path.iterdir():
+                    child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters and no replicas on free ports, created as scripts/services
+    creates the local one, whose masters a test can kill and restart one by one."""
+
+    def __init__(self, workdir: Path, *, masters: int = 3) -> None:
+        self.nodes = [RedisClusterNode(workdir, index) for index in range(masters)]
+        self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        wait_for(
+            lambda: all(node.cluster_info().get("cluster_state") == "ok" for node in self.nodes),
+            timeout=timeout,
+            what="every node of the cluster to report cluster_state:ok",
+        )
+
+    def node_of(self, key: str) -> RedisClusterNode:
+        """The master serving ``key``'s slot."""
+        client = redis.Redis(port=self.nodes[0].port, socket_timeout=5)
+        slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+        for start, end, master, *_replicas in client.execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return next(node for node in self.nodes if node.port == int(master[1]))
+        raise LookupError(f"no master serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 class FerretDBServer(ServerProcess):
     """FerretDB v1 on SQLite, the binary scripts/services builds."""
 
@@ -146,7 +231,7 @@ class System:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.consumers = consumers or DEFAULT_CONSUMERS
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=10)
+        self.redis: RedisClient = client_for(redis_url, decode_responses=True, socket_timeout=10)
         self.mongodb_uri = mongo_uri(mongodb_uri, self.mongo_db)
         self.password = uuid.uuid4().hex
         self.database = database or os.environ.get("E2E_DATABASE", "sqlite")
@@ -170,6 +255,9 @@ class System:
             "CACHE_KEY_PREFIX": f"e2e-{tag}",
             **(env or {}),
         }
+        self.partitions = int(self.env.get("EVENTING_PARTITIONS", "1"))
+        # The bus's streams (the stream itself with one partition).
+        self.streams = partition_streams(stream=self.stream, partitions=self.partitions)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.commands: dict[str, list[str]] = {}
         self._token: str | None = None
@@ -256,10 +344,10 @@ class System:
 
     def cleanup(self) -> None:
         try:
-            keys = [*self.redis.scan_iter(f"{self.stream}*"), *self.redis.scan_iter(f"eventing:*{self.stream}*")]
+            keys = list(self.redis.scan_iter(f"*{self.stream}*"))  # the streams, partitions, bookkeeping
             if keys:
                 self.redis.delete(*keys)
-        except redis.RedisError:
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
             pass  # a test may have stopped its own Redis for good
         from pymongo import MongoClient
         from pymongo.errors import PyMongoError
@@ -342,24 +430,32 @@ class System:
     def dumpdata(self, *models: str) -> list[dict[str, Any]]:
         return json.loads(self.manage("dumpdata", *models, timeout=300).stdout)
 
-    def groups(self) -> list[dict[str, Any]]:
+    def groups(self, stream: str | None = None) -> list[dict[str, Any]]:
+        """The groups of ``stream`` (default: the stream, or its first partition)."""
         try:
-            return self.redis.xinfo_groups(self.stream)
+            return self.redis.xinfo_groups(stream or self.streams[0])
         except redis.ResponseError:
             return []
 
     def pending(self) -> int:
-        """Entries delivered and not acked, over every group of the stream and of its retry streams."""
+        """Entries delivered and not acked, over every group of every partition and of its retry streams."""
         total = 0
-        for stream in [self.stream, *self.redis.scan_iter(f"{self.stream}:retry:*", _type="stream")]:
-            for group in self.redis.xinfo_groups(stream):
-                total += group["pending"]
+        for partition in self.streams:
+            groups = self.groups(partition)
+            retries = [retry_stream(partition, group["name"]) for group in groups]
+            total += sum(group["pending"] for group in groups)
+            total += sum(
+                group["pending"] for retry in retries if self.redis.exists(retry) for group in self.groups(retry)
+            )
         return total
 
     def settled(self) -> bool:
-        """Every consumer group has read to the end of the stream and acked everything."""
-        groups = self.groups()
-        return len(groups) == len(self.consumers) and all(g["lag"] == 0 and g["pending"] == 0 for g in groups)
+        """Every consumer group has read to the end of every partition and acked everything."""
+        for partition in self.streams:
+            groups = self.groups(partition)
+            if len(groups) != len(self.consumers) or not all(g["lag"] == 0 and g["pending"] == 0 for g in groups):
+                return False
+        return True
 
     def wait_settled(self, *, timeout: float = 60, quiet_for: float = 0.5) -> None:
         """Wait until the groups stay settled for ``quiet_for`` seconds (a handler may still be emitting)."""
@@ -368,7 +464,7 @@ class System:
         while time.monotonic() < deadline:
             try:
                 calm = self.settled()
-            except redis.RedisError:
+            except (redis.RedisError, redis.exceptions.RedisClusterException):
                 calm = False
             if calm:
                 calm_since = calm_since or time.monotonic()
@@ -377,7 +473,7 @@ class System:
             else:
                 calm_since = None
             time.sleep(0.05)
-        raise TimeoutError(f"consumers did not settle within {timeout}s: {self.groups()}")
+        raise TimeoutError(f"consumers did not settle within {timeout}s: {[self.groups(s) for s in self.streams]}")
 
     def wait_all_final(self, placed: list[dict[str, Any]], *, timeout: float = 120) -> None:
         customers = sorted({o["customer_id"] for o in placed})

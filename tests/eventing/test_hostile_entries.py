@@ -364,7 +364,7 @@ def test_an_entry_that_neither_redis_nor_the_database_will_keep_stays_pending_un
 
 
 def health(consumer: StreamConsumer) -> HealthRecord:
-    raw = consumer.io.redis.get(consumer.io.health_key)
+    raw = consumer.partitions.redis.get(consumer.partitions.health_key)
     return HealthRecord.from_json(raw) if raw else HealthRecord(ready=False, reason="", at="", processed=0)
 
 

@@ -129,7 +129,13 @@ def test_relay_once_fails_clearly_when_redis_is_unreachable(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_after_a_redis_restart_the_relay_republishes_what_redis_may_have_lost(settings, redis_client, stream):
+def test_after_a_redis_restart_the_relay_republishes_what_redis_may_have_lost(
+    settings, redis_client, stream, monkeypatch
+):
+    import time
+
+    from eventing.transport import relay
+    from eventing.transport.client import ServerStart
     from eventing.transport.relay import _check_restart, run_id_key
 
     settings.EVENTING_REPUBLISH_MARGIN_SECONDS = 0
@@ -137,17 +143,26 @@ def test_after_a_redis_restart_the_relay_republishes_what_redis_may_have_lost(se
         stock_item_create(sku=f"R-{i}", name="r", quantity=1)
     entries = stream_entries(redis_client, stream)
     assert len(entries) == 3
-    # As if Redis came back from an AOF that kept only the first entry.
+    # As if Redis came back from an AOF that kept only the first entry, and restarted now ...
     redis_client.delete(stream)
     redis_client.xadd(stream, entries[0][1], id=entries[0][0])
-    redis_client.set(run_id_key(), "the-run-before")
+    redis_client.set(run_id_key(stream), "the-run-before")
+    run_id = redis_client.info("server")["run_id"]
+    time.sleep(0.01)  # the rows' published_at (to the microsecond) lie before the start, as they would
+    started_ms = int(time.time() * 1000)
+    monkeypatch.setattr(
+        relay, "server_starts", lambda client, keys: dict.fromkeys(keys, ServerStart(run_id, started_ms))
+    )
+    time.sleep(0.01)
+    stock_item_create(sku="R-3", name="r", quantity=1)  # ... and a web process published before the relay noticed
 
     _check_restart(redis_client, batch_size=10)
 
     skus = [json.loads(f["data"])["aggregate_id"] for _, f in stream_entries(redis_client, stream)]
-    assert skus[0] == "R-0"
-    assert set(skus[1:]) >= {"R-1", "R-2"}  # the lost two are back (R-0 may come twice)
-    assert redis_client.get(run_id_key()) == redis_client.info("server")["run_id"]
+    assert skus[:2] == ["R-0", "R-3"]
+    assert set(skus[2:]) >= {"R-1", "R-2"}  # the lost two are back (R-0 may come twice) ...
+    assert "R-3" not in skus[2:]  # ... and R-3, published after the restart, was not taken for a survivor
+    assert redis_client.get(run_id_key(stream)) == run_id
     before = len(stream_entries(redis_client, stream))
     _check_restart(redis_client, batch_size=10)  # same Redis: nothing more
     assert len(stream_entries(redis_client, stream)) == before

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from tests.e2e.system import FerretDBServer, RedisServer, ServerProcess, System
+from tests.e2e.system import FerretDBServer, RedisClusterServers, RedisServer, ServerProcess, System
 
 # Fast failure handling, so a fault test recovers in seconds.
 FAULT_ENV = {
@@ -57,6 +57,17 @@ def _running(server: ServerProcess) -> Iterator[ServerProcess]:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield from _running(RedisServer(tmp_path))
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three masters of the test's own (no replicas), on free ports."""
+    cluster = RedisClusterServers(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

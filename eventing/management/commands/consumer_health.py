@@ -1,11 +1,10 @@
 from typing import Any, cast
 
-import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_pattern, parse_health_key
-from eventing.transport.client import get_redis, redact_url
+from eventing.transport.client import REDIS_ERRORS, get_redis, redact_url
 
 
 class Command(BaseCommand):
@@ -20,7 +19,7 @@ class Command(BaseCommand):
         try:
             client = get_redis()
             raw = {str(key): cast(str | None, client.get(key)) for key in sorted(client.scan_iter(pattern))}
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise CommandError(f"not ready: cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from None
         records = {key: HealthRecord.from_json(value) for key, value in raw.items() if value}
         if not records:

@@ -16,7 +16,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", nargs="?", help="Consumer to run; see --list.")
         parser.add_argument("--list", action="store_true", help="List the consumers and the events each handles.")
-        parser.add_argument("--stream", help="Stream to read (default: settings.EVENTING_STREAM).")
+        parser.add_argument(
+            "--stream", help="The bus's stream, whose partitions it reads (default: settings.EVENTING_STREAM)."
+        )
         parser.add_argument("--count", type=int, help="Entries per read (default: settings.EVENTING_READ_COUNT).")
         parser.add_argument(
             "--block-ms", type=int, help="How long one read blocks (default: settings.EVENTING_BLOCK_MS)."

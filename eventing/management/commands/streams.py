@@ -1,13 +1,12 @@
 import json
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from eventing.monitoring.status import BusStatus, breaches, bus_status
-from eventing.transport.client import redact_url
+from eventing.monitoring.status import BusStatus, breaches, bus_status, drain_breaches
+from eventing.transport.client import REDIS_ERRORS, redact_url
 
 
 def _seconds(value: float | None) -> str:
@@ -16,13 +15,15 @@ def _seconds(value: float | None) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Each stream's consumer groups: lag, pending entries, age of the oldest pending one, consumers (idle "
+        "Each partition stream's consumer groups: lag, pending entries, age of the oldest pending one, consumers (idle "
         "time) and dead letters; the outbox backlog and the dead-letter queue. Exits non-zero when a threshold "
         "you set is crossed (for cron and CI)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--stream", action="append", help="A stream to show (default: settings.EVENTING_STREAM).")
+        parser.add_argument(
+            "--stream", action="append", help="A stream to show (default: every partition of settings.EVENTING_STREAM)."
+        )
         parser.add_argument("--json", action="store_true", help="One JSON document, for scripts.")
         parser.add_argument("--max-lag", type=int, help="Fail when a group has more entries than this undelivered.")
         parser.add_argument(
@@ -34,6 +35,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--min-alive", type=int, help="Fail when a declared consumer has fewer live processes than this."
         )
+        parser.add_argument(
+            "--drained",
+            action="store_true",
+            help="Fail unless the bus is drained: every outbox row published, and every entry of every partition "
+            "(and retry stream) read and acked by every group. The check before repartitioning (docs/scaling.md).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         for option in ("max_lag", "max_pending_age", "max_dead_letters", "min_alive"):
@@ -41,7 +48,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--{option.replace('_', '-')} must not be negative")
         try:
             status = bus_status(streams=options["stream"])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise CommandError(f"cannot reach Redis at {redact_url(settings.REDIS_URL)}: {exc}") from None
         except DatabaseError as exc:
             raise CommandError(f"cannot read the database: {exc}") from None
@@ -52,6 +59,8 @@ class Command(BaseCommand):
             max_dead_letters=options["max_dead_letters"],
             min_alive=options["min_alive"],
         )
+        if options["drained"]:
+            found += drain_breaches(status)
         if options["json"]:
             self.stdout.write(json.dumps({**status.to_dict(), "breaches": found}, indent=2))
         else:

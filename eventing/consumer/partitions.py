@@ -1,0 +1,231 @@
+"""The partitions one consumer of a group reads, and the one place that decides how a read spans them.
+
+A consumer process of group G reads every partition stream of the bus (``streams.partition_streams``),
+each with G's retry stream of it, through one ``GroupIO`` per partition. Which partitions those are is
+decided here and nowhere else, so narrowing them (a consumer holding only some partitions) changes
+this class alone.
+
+How a read spans them depends on the server:
+
+- **One Redis**: every partition and retry stream in one XREADGROUP, blocking up to BLOCK ms when it
+  asks for new entries — with one partition, exactly the read of an unpartitioned bus.
+- **Redis Cluster**: streams of different slots never share a call (CROSSSLOT), and each partition is a
+  slot of its own. A read is a round of non-blocking reads, one per partition; only when the round finds
+  nothing does it block, on one partition, taken in turn, for at most ``CLUSTER_IDLE_BLOCK_MS`` — so an
+  idle consumer neither blocks P times per loop nor leaves an entry on another partition waiting for long.
+
+On a cluster each master fails on its own. A partition whose master does not answer is set aside for
+``PARTITION_RETRY_SECONDS`` and the consumer carries on with the others (``each``); only when none answers
+does the error reach the loop, which backs off as it does when Redis is down. On one Redis an error is
+raised at once, as it always was.
+
+Acks of a batch go out in one pipeline whatever partitions they touch (a cluster pipeline sends each
+master its share). The consumer's health record is one per process, under the bus's hash tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import redis
+
+from eventing.consumer.decoding import Entry
+from eventing.consumer.group import ConsumerError, GroupIO, read_group
+from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
+from eventing.transport.client import CREDENTIAL_ERRORS, REDIS_ERRORS, SERVER_DOWN_ERRORS, is_cluster
+from eventing.transport.streams import base_stream, partition_streams
+
+logger = logging.getLogger(__name__)
+
+# How long an idle consumer on a cluster blocks on one partition before it looks at all of them again:
+# the longest an entry on another partition waits for an idle consumer. A tenth of a second keeps that
+# wait below the latency of a hop through the database; an idle consumer then makes P + 1 cheap reads
+# every tenth of a second.
+CLUSTER_IDLE_BLOCK_MS = 100
+
+# How long a partition whose master did not answer is left aside before it is tried again. A master
+# restarts in seconds; trying once a second costs one refused connection.
+PARTITION_RETRY_SECONDS = 1.0
+
+T = TypeVar("T")
+
+
+class PartitionsUnavailable(redis.ConnectionError):
+    """No partition of the bus answers: the consumer backs off as it does when Redis is down."""
+
+
+class Partitions:
+    """The partitions of ``stream`` (the bus's base stream) that one consumer of ``group`` reads."""
+
+    def __init__(
+        self, *, stream: str, partitions: int, group: str, consumer_id: str, count: int, block_ms: int
+    ) -> None:
+        self.stream = stream
+        self.group = group
+        self.consumer_id = consumer_id
+        self.count = count
+        self.block_ms = block_ms
+        self.ios = [
+            GroupIO(stream=name, group=group, consumer_id=consumer_id, count=count, block_ms=block_ms)
+            for name in partition_streams(stream=stream, partitions=partitions)
+        ]
+        self._by_stream = {io.stream: io for io in self.ios}
+        # Every stream read: each partition and this group's retry stream of it.
+        self.streams = [name for io in self.ios for name in io.streams]
+        self.redis = self.ios[0].redis
+        self.raw = self.ios[0].raw
+        self.one_call = not is_cluster(self.raw)
+        self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
+        self._turn = 0  # the partition an idle consumer on a cluster blocks on next
+        self._down_until: dict[str, float] = {}  # partitions set aside, and until when
+
+    def io_of(self, stream: str) -> GroupIO:
+        """The partition an entry read from ``stream`` (a partition or a retry stream of one) belongs to. An
+        entry from a stream retired by a repartitioning (replayed from the event log) is kept by the first."""
+        return self._by_stream.get(base_stream(stream), self.ios[0])
+
+    # Groups.
+
+    def ensure_groups(self) -> None:
+        self.each(lambda io: io.ensure_group())
+
+    # Partitions that do not answer.
+
+    def each(self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None) -> list[T]:
+        """``action`` on every partition (of ``only``) that is not set aside, in that order: the results of
+        those that answered. A partition whose stream or group is gone (its Redis came back without its data)
+        gets its group again and is skipped this time. On a cluster a partition that does not answer is set
+        aside and the others carry on; once none is left, PartitionsUnavailable is raised. On one Redis an
+        unavailable server raises at once."""
+        results: list[T] = []
+        for io in self.ios if only is None else only:
+            if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
+                continue
+            try:
+                results.append(action(io))
+            except CREDENTIAL_ERRORS:
+                raise
+            except SERVER_DOWN_ERRORS as exc:  # before ResponseError: CLUSTERDOWN is one too
+                if self.one_call:
+                    raise
+                self._set_aside(io, exc)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
+                io.ensure_group()
+                continue
+            if self._down_until.pop(io.stream, None) is not None:
+                logger.info("%s: partition %s answers again", self.group, io.stream)
+        if not self.one_call and len(self.unavailable()) == len(self.ios):
+            raise PartitionsUnavailable(f"no partition of {self.stream} answers")
+        return results
+
+    def _set_aside(self, io: GroupIO, exc: Exception) -> None:
+        if io.stream not in self._down_until:
+            logger.warning(
+                "%s: partition %s does not answer (%s: %s); reading the others, trying it again every %.0fs",
+                self.group,
+                io.stream,
+                type(exc).__name__,
+                exc,
+                PARTITION_RETRY_SECONDS,
+            )
+        self._down_until[io.stream] = time.monotonic() + PARTITION_RETRY_SECONDS
+
+    def unavailable(self) -> list[str]:
+        """The partitions set aside now (for the health record)."""
+        now = time.monotonic()
+        return [stream for stream, until in self._down_until.items() if until > now]
+
+    def create_groups_below_history(self) -> dict[str, str]:
+        """Create the group of a consumer that has never run on every partition, each at the oldest entry the
+        partition still holds: {partition stream: that boundary} (what lies below comes from the event log)."""
+        taken = [io.stream for io in self.ios if io.has_group()]
+        if taken:
+            raise ConsumerError(
+                f"consumer group {self.group} already exists on {', '.join(taken)} and has its own position; "
+                "--from-beginning is for a consumer that has never run"
+            )
+        return {io.stream: io.create_group_below_history() for io in self.ios}
+
+    # Reads and acks.
+
+    def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:
+        """Entries after ``last_id`` (per stream, or one id for every stream): "0" for this consumer's own
+        pending ones, ">" for new ones, blocking (see the module's docstring) only when nothing came."""
+        ids = last_id if isinstance(last_id, dict) else dict.fromkeys(self.streams, last_id)
+        if self.one_call:
+            return self._read_in_one_call(ids, block=block)
+        wanted = {io.stream: {name: ids[name] for name in io.streams if name in ids} for io in self.ios}
+        in_turn = [io for io in self._in_turn() if wanted[io.stream]]
+        batches = self.each(lambda io: io.read(wanted[io.stream], block=False), only=in_turn)
+        entries = [entry for batch in batches for entry in batch]
+        if entries or not block:
+            return entries
+        answering = [io for io in in_turn if io.stream not in self.unavailable()]
+        if not answering:
+            return []
+        self._turn += 1
+        wait = self.block_ms if len(self.ios) == 1 else self._idle_block_ms()
+        blocked = self.each(lambda io: io.read(wanted[io.stream], block=True, block_ms=wait), only=answering[:1])
+        return [entry for batch in blocked for entry in batch]
+
+    def _in_turn(self) -> list[GroupIO]:
+        start = self._turn % len(self.ios)
+        return self.ios[start:] + self.ios[:start]
+
+    def _idle_block_ms(self) -> int:
+        return min(self.block_ms, CLUSTER_IDLE_BLOCK_MS)
+
+    def _read_in_one_call(self, ids: dict[str, str], *, block: bool) -> list[Entry]:
+        try:
+            return read_group(
+                self.raw, self.group, self.consumer_id, ids, count=self.count, block_ms=self.block_ms if block else None
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning("a stream of %s or its group %s disappeared; recreating it", self.stream, self.group)
+            self.ensure_groups()
+            return []
+
+    def ack(self, entries: list[Entry]) -> None:
+        """Ack the entries and forget their failure counts, in one round trip (on a cluster, one per master)."""
+        if not entries:
+            return
+        by_partition: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_partition[self.io_of(entry.stream).stream].append(entry)
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, part in by_partition.items():
+            self._by_stream[stream].ack(part, pipe=pipe)
+        pipe.execute()
+
+    def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:
+        """Batches of the entries other consumers of the group left idle on any partition for over ``idle_ms``."""
+        for claimed in self.each(lambda io: list(io.claim_idle(idle_ms))):
+            yield from claimed
+
+    def forget_idle_consumers(self, idle_ms: int) -> list[str]:
+        return [removed for found in self.each(lambda io: io.forget_idle_consumers(idle_ms)) for removed in found]
+
+    # Health.
+
+    def write_health(self, record: HealthRecord) -> None:
+        """Best effort: when Redis itself is down the record expires, which says the same."""
+        try:
+            self.redis.set(self.health_key, record.to_json(), ex=HEALTH_TTL_SECONDS)
+        except REDIS_ERRORS:
+            pass
+
+    def delete_health(self) -> None:
+        try:
+            self.redis.delete(self.health_key)  # gone, rather than not ready
+        except REDIS_ERRORS:
+            pass
