@@ -165,6 +165,11 @@ EVENTING_STREAM = env("EVENTING_STREAM", default="events-stream")
 # single stream of old. More let a Redis Cluster spread the bus over its masters (each partition has its
 # own hash tag). Change it only by the drain procedure in docs/scaling.md.
 EVENTING_PARTITIONS = env.int("EVENTING_PARTITIONS", default=1)
+# With several partitions, the processes of a group split them through leases in Redis that live this
+# long unless renewed (every third of it): a crashed process's partitions move within two lease periods,
+# and a process paused longer than one is fenced off. 0 turns leases off (every process reads every
+# partition, competing for entries as with one partition).
+EVENTING_LEASE_TTL_MS = env.int("EVENTING_LEASE_TTL_MS", default=10_000)
 # Entries per XREADGROUP call, and how long one call blocks waiting for new ones.
 # The block time also bounds how long SIGTERM waits for an idle consumer.
 EVENTING_READ_COUNT = env.int("EVENTING_READ_COUNT", default=100)

@@ -13,6 +13,7 @@ import logging
 import time
 import traceback as tb
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,6 +31,7 @@ from eventing.models import ConsumerFence, DeadLetter, ProcessedEvent
 from eventing.telemetry import tracing
 from eventing.telemetry.metrics import HANDLER_SECONDS
 from eventing.transport.leases import LeaseLost
+from eventing.transport.streams import base_stream
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ class HandlerFailure:
         return classify(self.error, declared_permanent=self.handler.permanent if self.handler else ())
 
 
-def apply_transactional(chunk: list[Delivery], *, consumer: str) -> tuple[set[str], list[HandlerFailure]]:
+def apply_transactional(
+    chunk: list[Delivery], *, consumer: str, fences: Mapping[str, int] | None = None
+) -> tuple[set[str], list[HandlerFailure]]:
     """Apply the relational handlers of a chunk in one transaction. Returns (entry ids done, failures);
     raises TransientFailure when a backing service fails, which rolls the whole chunk back.
 
@@ -54,12 +58,15 @@ def apply_transactional(chunk: list[Delivery], *, consumer: str) -> tuple[set[st
     (``INSERT … ON CONFLICT DO NOTHING RETURNING``), the handlers of the new ones run, one commit; no
     savepoints. A concurrent consumer inserting the same row first makes this one wait for its commit
     and then skip the event. When a handler fails, the transaction rolls back, the failing event is set
-    aside with its failure, and the rest of the chunk is applied again the same way."""
+    aside with its failure, and the rest of the chunk is applied again the same way.
+
+    ``fences`` ({partition: lease token}, with leases) are written in each transaction (``fence``): a
+    process whose lease was taken over raises LeaseLost there, and none of its effects commit."""
     done = {d.entry.id for d in chunk if not d.transactional}
     todo = [d for d in chunk if d.transactional]
     failures: list[HandlerFailure] = []
     while todo:
-        failed = _apply_chunk(todo, consumer=consumer)
+        failed = _apply_chunk(todo, consumer=consumer, fences=fences or {})
         if failed is None:
             done |= {d.entry.id for d in todo}
             break
@@ -76,10 +83,12 @@ class _HandlerFailed(Exception):
         self.failure = failure
 
 
-def _apply_chunk(todo: list[Delivery], *, consumer: str) -> HandlerFailure | None:
+def _apply_chunk(todo: list[Delivery], *, consumer: str, fences: Mapping[str, int]) -> HandlerFailure | None:
     """One transaction for the whole chunk; the first handler failure, or None when all committed."""
     try:
         with transaction.atomic():
+            for partition in sorted({base_stream(d.entry.stream) for d in todo} & set(fences)):
+                fence(group=consumer, stream=partition, token=fences[partition])
             new = _inbox_insert(todo, consumer=consumer)
             # The first delivery of a new event is applied; any other (a duplicate entry) is skipped.
             firsts = {d.envelope.id: d for d in reversed(todo)}

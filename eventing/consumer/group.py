@@ -119,7 +119,12 @@ class GroupIO:
             by_stream[entry.stream].append(entry.id)
         for stream, ids in by_stream.items():
             pipe.xack(stream, self.group, *ids)
-        pipe.hdel(self.failures_key, *(_failure_field(e.stream, e.id) for e in entries))
+        self.forget_failures(entries, pipe=pipe)
+
+    def forget_failures(self, entries: list[Entry], *, pipe: RedisPipeline) -> None:
+        """Queue on ``pipe`` forgetting the failure counts of these entries of this partition."""
+        if entries:
+            pipe.hdel(self.failures_key, *(_failure_field(e.stream, e.id) for e in entries))
 
     # Failures and retries.
 

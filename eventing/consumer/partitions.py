@@ -29,14 +29,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
+from django.conf import settings
 
 from eventing.consumer.decoding import Entry
 from eventing.consumer.group import ConsumerError, GroupIO, read_group
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
 from eventing.transport.client import CREDENTIAL_ERRORS, REDIS_ERRORS, SERVER_DOWN_ERRORS, is_cluster
+from eventing.transport.leases import LeaseLost, PartitionLeases
 from eventing.transport.streams import base_stream, partition_streams
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,10 @@ logger = logging.getLogger(__name__)
 # wait below the latency of a hop through the database; an idle consumer then makes P + 1 cheap reads
 # every tenth of a second.
 CLUSTER_IDLE_BLOCK_MS = 100
+
+# With leases, reads do not block (a blocked read would keep receiving entries after its lease moved on),
+# so an idle consumer looks again this often: what an event waits at most when everything is idle.
+LEASED_IDLE_MS = 20
 
 # How long a partition whose master did not answer is left aside before it is tried again. A master
 # restarts in seconds; trying once a second costs one refused connection.
@@ -69,29 +75,95 @@ class Partitions:
         self.consumer_id = consumer_id
         self.count = count
         self.block_ms = block_ms
-        self.ios = [
+        # Every partition of the bus; ``ios`` are those this process reads: all of them, or with leases
+        # (several partitions) the ones whose lease it holds.
+        self.all_ios = [
             GroupIO(stream=name, group=group, consumer_id=consumer_id, count=count, block_ms=block_ms)
             for name in partition_streams(stream=stream, partitions=partitions)
         ]
-        self._by_stream = {io.stream: io for io in self.ios}
-        # Every stream read: each partition and this group's retry stream of it.
-        self.streams = [name for io in self.ios for name in io.streams]
-        self.redis = self.ios[0].redis
-        self.raw = self.ios[0].raw
+        self.ios = list(self.all_ios)
+        self._by_stream = {io.stream: io for io in self.all_ios}
+        self.redis = self.all_ios[0].redis
+        self.raw = self.all_ios[0].raw
+        self.leases = (
+            PartitionLeases(
+                client=self.redis,
+                group=group,
+                base=stream,
+                partitions=[io.stream for io in self.all_ios],
+                owner=consumer_id,
+                ttl_ms=settings.EVENTING_LEASE_TTL_MS,
+            )
+            if len(self.all_ios) > 1 and settings.EVENTING_LEASE_TTL_MS > 0
+            else None
+        )
+        if self.leases is not None:
+            self.ios = []  # until the first rebalance
+        self._next_rebalance = 0.0
         self.one_call = not is_cluster(self.raw)
         self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
         self._turn = 0  # the partition an idle consumer on a cluster blocks on next
         self._down_until: dict[str, float] = {}  # partitions set aside, and until when
 
+    @property
+    def streams(self) -> list[str]:
+        """Every stream this process reads: each of its partitions and this group's retry stream of it."""
+        return [name for io in self.ios for name in io.streams]
+
     def io_of(self, stream: str) -> GroupIO:
         """The partition an entry read from ``stream`` (a partition or a retry stream of one) belongs to. An
         entry from a stream retired by a repartitioning (replayed from the event log) is kept by the first."""
-        return self._by_stream.get(base_stream(stream), self.ios[0])
+        return self._by_stream.get(base_stream(stream), self.all_ios[0])
+
+    # Leases: which partitions this process reads.
+
+    def rebalance(self, *, force: bool = False) -> list[GroupIO]:
+        """With leases, every third of their TTL (or now, with ``force``): renew them, let go of what is no
+        longer this process's share and take what is. Returns the partitions newly taken (their lease's
+        token is new: the caller fences them and takes over their pending entries first)."""
+        if self.leases is None or (not force and time.monotonic() < self._next_rebalance):
+            return []
+        self._next_rebalance = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
+        before = {io.stream for io in self.ios}
+        held = self.leases.rebalance()
+        self.ios = [io for io in self.all_ios if io.stream in held]
+        gained = [io for io in self.ios if io.stream not in before]
+        lost = before - set(held)
+        if gained or lost:
+            logger.info(
+                "%s (%s): partitions now %s (took %s, let go of %s)",
+                self.group,
+                self.consumer_id,
+                [io.stream for io in self.ios] or "none",
+                [io.stream for io in gained] or "none",
+                sorted(lost) or "none",
+            )
+        return gained
+
+    def fencing_tokens(self, entries: list[Entry]) -> dict[str, int]:
+        """{partition: this process's lease token} for the partitions of ``entries``; LeaseLost when one is no
+        longer held. Empty without leases."""
+        if self.leases is None:
+            return {}
+        return {
+            partition: self.leases.check(partition).token
+            for partition in {self.io_of(entry.stream).stream for entry in entries}
+        }
+
+    def release(self) -> None:
+        """Hand every partition back at once (a clean stop)."""
+        if self.leases is not None:
+            try:
+                self.leases.release_all()
+            except REDIS_ERRORS:
+                pass  # they expire within a TTL
+            self.ios = []
 
     # Groups.
 
     def ensure_groups(self) -> None:
-        self.each(lambda io: io.ensure_group())
+        """On every partition, held or not: a partition taken over later must have the group already."""
+        self.each(lambda io: io.ensure_group(), only=self.all_ios)
 
     # Partitions that do not answer.
 
@@ -102,6 +174,8 @@ class Partitions:
         aside and the others carry on; once none is left, PartitionsUnavailable is raised. On one Redis an
         unavailable server raises at once."""
         results: list[T] = []
+        if not (self.ios if only is None else only):
+            return results  # this process holds no partition now
         for io in self.ios if only is None else only:
             if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
                 continue
@@ -122,7 +196,8 @@ class Partitions:
                 continue
             if self._down_until.pop(io.stream, None) is not None:
                 logger.info("%s: partition %s answers again", self.group, io.stream)
-        if not self.one_call and len(self.unavailable()) == len(self.ios):
+        down = set(self.unavailable())
+        if not self.one_call and self.ios and all(io.stream in down for io in self.ios):
             raise PartitionsUnavailable(f"no partition of {self.stream} answers")
         return results
 
@@ -146,13 +221,13 @@ class Partitions:
     def create_groups_below_history(self) -> dict[str, str]:
         """Create the group of a consumer that has never run on every partition, each at the oldest entry the
         partition still holds: {partition stream: that boundary} (what lies below comes from the event log)."""
-        taken = [io.stream for io in self.ios if io.has_group()]
+        taken = [io.stream for io in self.all_ios if io.has_group()]
         if taken:
             raise ConsumerError(
                 f"consumer group {self.group} already exists on {', '.join(taken)} and has its own position; "
                 "--from-beginning is for a consumer that has never run"
             )
-        return {io.stream: io.create_group_below_history() for io in self.ios}
+        return {io.stream: io.create_group_below_history() for io in self.all_ios}
 
     # Reads and acks.
 
@@ -160,6 +235,10 @@ class Partitions:
         """Entries after ``last_id`` (per stream, or one id for every stream): "0" for this consumer's own
         pending ones, ">" for new ones, blocking (see the module's docstring) only when nothing came."""
         ids = last_id if isinstance(last_id, dict) else dict.fromkeys(self.streams, last_id)
+        if not ids:
+            return []  # this process holds no partition now
+        if self.leases is not None and set(ids.values()) == {">"}:
+            return self._read_leased(block=block)
         if self.one_call:
             return self._read_in_one_call(ids, block=block)
         wanted = {io.stream: {name: ids[name] for name in io.streams if name in ids} for io in self.ios}
@@ -176,7 +255,33 @@ class Partitions:
         blocked = self.each(lambda io: io.read(wanted[io.stream], block=True, block_ms=wait), only=answering[:1])
         return [entry for batch in blocked for entry in batch]
 
+    def _read_leased(self, *, block: bool) -> list[Entry]:
+        """New entries of the partitions whose lease this process holds, each read only while it holds it
+        (``PartitionLeases.read_new``), partition by partition in turn; without BLOCK, so an idle consumer
+        waits ``LEASED_IDLE_MS`` between rounds."""
+        assert self.leases is not None
+        entries: list[Entry] = []
+        for io in self._in_turn():
+            try:
+                reply = self.leases.read_new(partition=io.stream, streams=io.streams, count=self.count, client=self.raw)
+            except LeaseLost as exc:
+                logger.warning("%s: %s", self.group, exc)
+                continue
+            entries += [
+                Entry(stream.decode(), entry_id.decode(), dict(zip(flat[::2], flat[1::2], strict=True)))
+                for stream, batch in cast(list[Any], reply or [])
+                for entry_id, flat in batch
+            ]
+            if len(entries) >= self.count:
+                break
+        self._turn += 1
+        if not entries and block:
+            time.sleep(min(self.block_ms, LEASED_IDLE_MS) / 1000)
+        return entries
+
     def _in_turn(self) -> list[GroupIO]:
+        if not self.ios:
+            return []
         start = self._turn % len(self.ios)
         return self.ios[start:] + self.ios[:start]
 
@@ -203,8 +308,21 @@ class Partitions:
         for entry in entries:
             by_partition[self.io_of(entry.stream).stream].append(entry)
         pipe = self.redis.pipeline(transaction=False)
-        for stream, part in by_partition.items():
-            self._by_stream[stream].ack(part, pipe=pipe)
+        if self.leases is None:
+            for stream, part in by_partition.items():
+                self._by_stream[stream].ack(part, pipe=pipe)
+            pipe.execute()
+            return
+        for partition, part in by_partition.items():
+            by_stream: dict[str, list[str]] = defaultdict(list)
+            for entry in part:
+                by_stream[entry.stream].append(entry.id)
+            for stream, ids in by_stream.items():
+                if not self.leases.ack(partition=partition, stream=stream, ids=ids):
+                    logger.warning(
+                        "%s: %d entries of %s not acked: its lease moved on", self.group, len(ids), partition
+                    )
+            self._by_stream[partition].forget_failures(part, pipe=pipe)
         pipe.execute()
 
     def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:

@@ -27,10 +27,16 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from redis import RedisError
 
-from eventing.consumer.applying import HandlerFailure, apply_idempotent, apply_transactional, record_dead_letter
+from eventing.consumer.applying import (
+    HandlerFailure,
+    apply_idempotent,
+    apply_transactional,
+    fence,
+    record_dead_letter,
+)
 from eventing.consumer.decoding import Delivery, Entry, Rejection, decode
 from eventing.consumer.group import ConsumerError, PendingRetry
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord
@@ -47,12 +53,15 @@ from eventing.telemetry.metrics import (
     event_type_label,
 )
 from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, redact_url
+from eventing.transport.leases import LeaseLost
 from eventing.transport.relay import publishing_batch
 
 logger = logging.getLogger(__name__)
 
 # What makes the loop back off and try again: a backing service that is unavailable.
 RETRY_LOOP_ERRORS: tuple[type[BaseException], ...] = (TransientFailure, *TRANSIENT_ERRORS)
+# What the loop handles itself rather than pin on an entry: an outage, or a lease that moved on.
+LEASE_OR_RETRY_ERRORS: tuple[type[BaseException], ...] = (LeaseLost, *RETRY_LOOP_ERRORS)
 
 __all__ = ["ConsumerError", "StreamConsumer"]
 
@@ -93,7 +102,6 @@ class StreamConsumer:
             block_ms=block_ms if block_ms is not None else settings.EVENTING_BLOCK_MS,
         )
         self.stream = self.partitions.stream
-        self.streams = self.partitions.streams
         self.consumer_id = self.partitions.consumer_id
         self.processed = 0
         self.dead_lettered = 0
@@ -106,10 +114,31 @@ class StreamConsumer:
         # failure record read, so a healthy batch costs Redis two round trips (read, ack).
         self._may_hold_failures = True
 
+    @property
+    def streams(self) -> list[str]:
+        """The streams this process reads now (with leases, those of the partitions it holds)."""
+        return self.partitions.streams
+
     def ensure_group(self) -> None:
         self.partitions.ensure_groups()
 
+    def rebalance(self, *, force: bool = False) -> int:
+        """With leases: renew them and take this process's share of the partitions. A partition newly taken
+        is fenced first (its new token written, so its previous owner can commit nothing more), then every
+        entry its previous owner left pending is taken over and applied, before any new one is read: the
+        partition's events stay in order. Returns the entries taken over."""
+        handled = 0
+        for io in self.partitions.rebalance(force=force):
+            token = self.partitions.fencing_tokens([Entry(io.stream, "0-0", {})])[io.stream]
+            with transaction.atomic():
+                fence(group=self.group, stream=io.stream, token=token)
+            for claimed in io.claim_idle(0):
+                self._may_hold_failures = True
+                handled += self.process(claimed)
+        return handled
+
     def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:
+        self.rebalance()  # with leases, read only what is still this process's (a no-op until it is due)
         return self.partitions.read(last_id, block=block)
 
     # Processing a batch.
@@ -131,7 +160,7 @@ class StreamConsumer:
         """
         try:
             return self._process(entries, ack=ack)
-        except RETRY_LOOP_ERRORS:
+        except LEASE_OR_RETRY_ERRORS:
             raise
         except Exception:  # noqa: BLE001 - pinned to its entry below, counted and, in the end, dead-lettered
             logger.exception(
@@ -144,7 +173,7 @@ class StreamConsumer:
         for index, entry in enumerate(left):
             try:
                 done += self._process_alone(entry, ack=ack)
-            except RETRY_LOOP_ERRORS:
+            except LEASE_OR_RETRY_ERRORS:
                 self.unfinished = unfinished + left[index:]
                 raise
             unfinished += self.unfinished
@@ -156,7 +185,7 @@ class StreamConsumer:
         (retried with backoff, dead-lettered after the last attempt) and leave it unfinished until then."""
         try:
             return self._process([entry], ack=ack)
-        except RETRY_LOOP_ERRORS:
+        except LEASE_OR_RETRY_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - counted like a handler's failure, with the traceback
             trace = tb.format_exc()
@@ -184,10 +213,12 @@ class StreamConsumer:
                     work.append(decoded)
             committed: list[Delivery] = []
             failures: list[HandlerFailure] = []
+            # With leases: this process's tokens for the batch's partitions; LeaseLost if one moved on.
+            fences = self.partitions.fencing_tokens(entries) if any(d.transactional for d in work) else {}
             for start in range(0, len(work), self.commit_every):
                 chunk = work[start : start + self.commit_every]
                 with publishing_batch():
-                    applied, chunk_failures = apply_transactional(chunk, consumer=self.name)
+                    applied, chunk_failures = apply_transactional(chunk, consumer=self.name, fences=fences)
                 committed += [d for d in chunk if d.entry.id in applied]
                 failures += chunk_failures
             failures += apply_idempotent(committed, consumer=self.name)
@@ -367,36 +398,45 @@ class StreamConsumer:
         backoff = 0.0
         retry_deadline = time.monotonic() + max_retry_wait
         logger.info("consumer %s (%s) reading %s", self.name, self.consumer_id, ", ".join(self.streams))
-        while not stop.is_set():
-            try:
-                self.ensure_group()
-                self.drain_pending(stop)
-                self.set_ready(True)
-                backoff = 0.0
-                while not stop.is_set():
-                    if time.monotonic() >= self._next_claim:
-                        self._next_claim = time.monotonic() + settings.EVENTING_CLAIM_INTERVAL_MS / 1000
-                        self.claim_stale()
-                    retried = self.retry_due()
-                    entries = self.read(">", block=not until_idle and not retried)
-                    if entries:
-                        self.process(entries)
-                    elif until_idle and not retried:
-                        wait = self.next_retry_in()
-                        if wait is None or time.monotonic() + wait > retry_deadline:
-                            return
-                        stop.wait(wait)
-                    unavailable = self.partitions.unavailable()
-                    self.set_ready(True, f"not answering: {', '.join(unavailable)}" if unavailable else "")
-            except CREDENTIAL_ERRORS as exc:
-                raise ConsumerError(credentials_refused(exc)) from exc
-            except RETRY_LOOP_ERRORS as exc:
-                backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
-                self.set_ready(False, f"{type(exc).__name__}: {exc}")
-                where = f" (Redis at {redact_url(settings.REDIS_URL)})" if isinstance(exc, RedisError) else ""
-                logger.error("%s: %s%s: %s; retrying in %.1fs", self.name, type(exc).__name__, where, exc, backoff)
-                stop.wait(backoff)
-        self.partitions.delete_health()
+        try:
+            while not stop.is_set():
+                try:
+                    self.ensure_group()
+                    self.rebalance(force=True)
+                    self.drain_pending(stop)
+                    self.set_ready(True)
+                    backoff = 0.0
+                    while not stop.is_set():
+                        if time.monotonic() >= self._next_claim:
+                            self._next_claim = time.monotonic() + settings.EVENTING_CLAIM_INTERVAL_MS / 1000
+                            self.claim_stale()
+                        retried = self.retry_due()
+                        entries = self.read(">", block=not until_idle and not retried)
+                        if entries:
+                            self.process(entries)
+                        elif until_idle and not retried:
+                            wait = self.next_retry_in()
+                            if wait is None or time.monotonic() + wait > retry_deadline:
+                                return
+                            stop.wait(wait)
+                        unavailable = self.partitions.unavailable()
+                        self.set_ready(True, f"not answering: {', '.join(unavailable)}" if unavailable else "")
+                except CREDENTIAL_ERRORS as exc:
+                    raise ConsumerError(credentials_refused(exc)) from exc
+                except LeaseLost as exc:
+                    # Paused past its lease: nothing of that batch committed or was acked; its successor takes
+                    # the entries over. The loop starts again: it takes stock of the leases and re-reads what
+                    # is still this process's own before anything new.
+                    logger.warning("%s: %s; rebalancing", self.name, exc)
+                except RETRY_LOOP_ERRORS as exc:
+                    backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
+                    self.set_ready(False, f"{type(exc).__name__}: {exc}")
+                    where = f" (Redis at {redact_url(settings.REDIS_URL)})" if isinstance(exc, RedisError) else ""
+                    logger.error("%s: %s%s: %s; retrying in %.1fs", self.name, type(exc).__name__, where, exc, backoff)
+                    stop.wait(backoff)
+        finally:
+            self.partitions.release()  # its partitions go to the others at once
+            self.partitions.delete_health()
         logger.info("consumer %s stopped after %d event(s)", self.name, self.processed)
 
     def run_until_idle(self, *, max_retry_wait: float = 60.0) -> None:

@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
 from redis.commands.core import Script
+
+from eventing.transport.client import RedisClient
 
 # KEYS: lease, token counter. ARGV: owner, ttl ms. Returns the token (the existing one when already held).
 _ACQUIRE = """
@@ -48,6 +49,24 @@ _RENEW_OR_RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
 return 1
+"""
+
+# KEYS: lease, stream. ARGV: owner:token, group, ids... Acks only while the lease is held as said (-1 if not):
+# a process that lost its lease must not ack entries its successor has claimed and not yet applied.
+_FENCED_ACK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+return redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 3))
+"""
+
+# KEYS: lease, then the streams to read. ARGV: owner:token, group, consumer, count. Reads new entries only
+# while the lease is held as said (-1 if not): with a blocking read a paused process would keep receiving
+# entries after its lease moved on, which its successor would then apply out of order.
+_FENCED_READ = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local args = {'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS'}
+for i = 2, #KEYS do table.insert(args, KEYS[i]) end
+for i = 2, #KEYS do table.insert(args, '>') end
+return redis.call('XREADGROUP', unpack(args))
 """
 
 
@@ -83,7 +102,7 @@ class PartitionLeases:
     """One process's view of its group's partitions: membership, the leases it holds, rebalancing."""
 
     def __init__(
-        self, *, client: redis.Redis, group: str, base: str, partitions: list[str], owner: str, ttl_ms: int
+        self, *, client: RedisClient, group: str, base: str, partitions: list[str], owner: str, ttl_ms: int
     ) -> None:
         self.client = client
         self.group = group
@@ -94,6 +113,8 @@ class PartitionLeases:
         self.held: dict[str, Lease] = {}
         self._acquire: Script = client.register_script(_ACQUIRE)
         self._renew_or_release: Script = client.register_script(_RENEW_OR_RELEASE)
+        self._fenced_ack: Script = client.register_script(_FENCED_ACK)
+        self._fenced_read: Script = client.register_script(_FENCED_READ)
 
     def live_members(self) -> list[str]:
         now = int(time.time() * 1000)
@@ -138,6 +159,39 @@ class PartitionLeases:
             self.held.pop(stream, None)
             raise LeaseLost(f"{self.owner} no longer holds {stream} for {self.group}")
         return lease
+
+    def ack(self, *, partition: str, stream: str, ids: list[str]) -> bool:
+        """Ack ``ids`` read from ``stream`` (the partition or its retry stream) only while this process still
+        holds the partition's lease, in one script call (a cluster pipeline cannot carry scripts); False,
+        and nothing acked, when it does not."""
+        lease = self.held.get(partition)
+        if lease is None:
+            return False
+        answer = self._fenced_ack(
+            keys=[lease_key(stream=partition, group=self.group), stream],
+            args=[f"{self.owner}:{lease.token}", self.group, *ids],
+        )
+        if answer == -1:
+            self.held.pop(partition, None)
+            return False
+        return True
+
+    def read_new(self, *, partition: str, streams: list[str], count: int, client: RedisClient) -> Any:
+        """New entries of ``streams`` (the partition and its retry stream) for this process, read only while it
+        holds the partition's lease (LeaseLost otherwise): XREADGROUP's reply through ``client`` (a bytes
+        client), None when there was nothing."""
+        lease = self.held.get(partition)
+        if lease is None:
+            raise LeaseLost(f"{self.owner} does not hold {partition} for {self.group}")
+        reply = self._fenced_read(
+            keys=[lease_key(stream=partition, group=self.group), *streams],
+            args=[f"{self.owner}:{lease.token}", self.group, self.owner, count],
+            client=client,
+        )
+        if reply == -1:
+            self.held.pop(partition, None)
+            raise LeaseLost(f"{self.owner} no longer holds {partition} for {self.group}")
+        return reply
 
     def release_all(self) -> None:
         """Hand every partition back at once (a clean stop), and leave the group."""

@@ -117,6 +117,7 @@ def test_orders_flow_through_partitions_spread_over_the_masters(redis_client, st
 
 def test_the_entries_of_a_dead_consumer_are_claimed_on_every_partition(settings, redis_client, stream):
     settings.EVENTING_CLAIM_IDLE_MS = 100
+    settings.EVENTING_LEASE_TTL_MS = 0  # the reclaim of idle entries itself (with leases, a new owner takes them)
     stock(*SKUS)
     dead = StreamConsumer(name="orders", consumer_id="dead-1", block_ms=5)
     dead.ensure_group()
