@@ -296,7 +296,8 @@ class StreamConsumer:
         if not self._may_hold_failures:
             return 0
         retries = self._pending_retries()
-        self._may_hold_failures = bool(retries)
+        # A partition set aside may hold failed entries too: look again once it answers.
+        self._may_hold_failures = bool(retries) or bool(self.partitions.unavailable())
         for retry in retries:
             if retry.wait_ms <= 0:
                 due.setdefault(retry.stream, []).append(retry.id)

@@ -204,7 +204,8 @@ LOCK_WAIT_SECONDS = 30.0
 def row_locks(collection: str, keys: list[str]) -> Iterator[None]:
     """Hold the locks of these rows of ``collection`` (all at once) for the block."""
     lock_all, unlock_all = _lock_scripts()
-    # One hash tag per collection: the keys of one call share a Redis Cluster slot.
+    # One hash tag per collection: the keys of one call share a Redis Cluster slot. (Not one tag for every
+    # lock: a call locks one collection's rows, and a tag per view spreads the locks over the masters.)
     names = [f"eventing:row-lock:{{{collection}}}:{key}" for key in keys]
     token = uuid.uuid4().hex
     deadline = time.monotonic() + LOCK_WAIT_SECONDS

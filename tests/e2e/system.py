@@ -23,7 +23,8 @@ from typing import Any
 
 import redis
 
-from eventing.transport.client import RedisClient, client_for
+from eventing.transport.client import RedisClient, client_for, server_starts
+from eventing.transport.relay import run_id_key
 from eventing.transport.streams import partition_streams, retry_stream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -450,12 +451,21 @@ class System:
         return total
 
     def settled(self) -> bool:
-        """Every consumer group has read to the end of every partition and acked everything."""
+        """Every consumer group has read to the end of every partition and acked everything, and the relay has
+        seen the Redis server behind each partition (after a restart, it re-publishes first)."""
         for partition in self.streams:
             groups = self.groups(partition)
             if len(groups) != len(self.consumers) or not all(g["lag"] == 0 and g["pending"] == 0 for g in groups):
                 return False
-        return True
+        return self.relay_saw_restarts()
+
+    def relay_saw_restarts(self) -> bool:
+        """The relay has recorded the run id of the server now holding each partition. It records it only after
+        re-publishing what a restart of that server may have lost; until then the bus is not settled."""
+        starts = server_starts(self.redis, self.streams)
+        return len(starts) == len(self.streams) and all(
+            self.redis.get(run_id_key(stream)) == start.run_id for stream, start in starts.items()
+        )
 
     def wait_settled(self, *, timeout: float = 60, quiet_for: float = 0.5) -> None:
         """Wait until the groups stay settled for ``quiet_for`` seconds (a handler may still be emitting)."""

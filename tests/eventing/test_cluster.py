@@ -273,3 +273,17 @@ def test_a_consumer_started_from_the_beginning_catches_up_on_every_partition(red
 
     assert from_log == len(SKUS)
     assert sorted(seen) == sorted(str(event_id) for event_id in OutboxEvent.objects.values_list("event_id", flat=True))
+
+
+def test_one_partition_on_a_cluster_is_the_stream_itself_written_with_its_hash_tag(settings, redis_client, stream):
+    settings.EVENTING_PARTITIONS = 1
+    settings.EVENTING_STREAM = tagged = f"{{{stream}}}"
+    assert partition_streams() == [tagged]
+    stock(*SKUS)
+    pump()
+    orders = [order_place(customer_id="c-1", lines=[OrderLineIn(sku, 1)]) for sku in SKUS]
+    pump()
+    assert set(Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("status", flat=True)) == {"CONFIRMED"}
+    assert redis_client.xlen(tagged) == len(SKUS) * 4  # stock added, and per order created, reserved, confirmed
+    call_command("trim_streams", stdout=io.StringIO())
+    assert redis_client.xlen(tagged) == 0

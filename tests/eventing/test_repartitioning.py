@@ -145,3 +145,35 @@ def test_a_row_left_unpublished_across_a_repartitioning_goes_to_its_aggregates_p
     assert get_redis().xlen(row.stream) == 1
     StreamConsumer(name="orders", block_ms=5).run_until_idle()
     assert ProcessedEvent.objects.filter(consumer="orders").count() == 1
+
+
+def test_a_dead_letter_retried_after_a_repartitioning_goes_to_its_aggregates_partition_now(
+    settings, stream, monkeypatch
+):
+    from eventing.models import DeadLetter
+    from eventing.services import dead_letter_retry
+    from inventory.events import StockAdded
+    from orders.models import CatalogItem
+
+    probe = scratch_consumer(monkeypatch, "probe")
+    failing = {"on": True}
+
+    @registry.handles(probe, StockAdded)
+    def store(event: StockAdded, envelope: Envelope) -> None:
+        if failing["on"]:
+            raise ValueError("handler bug")
+        CatalogItem.objects.create(sku=f"probe:{event.sku}", name=event.name)
+
+    settings.EVENTING_PARTITIONS = 1
+    settings.EVENTING_MAX_ATTEMPTS = 1
+    stock_item_create(sku="B-2", name="B", quantity=1)
+    StreamConsumer(name="probe", block_ms=5).run_until_idle()
+    dead = DeadLetter.objects.get()
+    assert dead.stream == stream
+
+    settings.EVENTING_PARTITIONS = 4  # drained: the dead letter waits in the table, not on the bus
+    failing["on"] = False
+    [result] = dead_letter_retry(dead_letters=[dead], actor="tester")
+    assert result.done and retry_stream(stream_for("B-2"), "probe") in result.message
+    StreamConsumer(name="probe", block_ms=5).run_until_idle()
+    assert CatalogItem.objects.filter(sku="probe:B-2").count() == 1
