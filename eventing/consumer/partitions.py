@@ -117,17 +117,17 @@ class Partitions:
 
     # Leases: which partitions this process reads.
 
-    def rebalance(self, *, force: bool = False) -> list[GroupIO]:
+    def rebalance(self, *, force: bool = False) -> list[tuple[GroupIO, int]]:
         """With leases, every third of their TTL (or now, with ``force``): renew them, let go of what is no
-        longer this process's share and take what is. Returns the partitions newly taken (their lease's
-        token is new: the caller fences them and takes over their pending entries first)."""
+        longer this process's share and take what is. Returns the partitions newly taken with their new lease
+        tokens (the caller fences them and takes over their pending entries first)."""
         if self.leases is None or (not force and time.monotonic() < self._next_rebalance):
             return []
         self._next_rebalance = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
         before = {io.stream for io in self.ios}
         held = self.leases.rebalance()
         self.ios = [io for io in self.all_ios if io.stream in held]
-        gained = [io for io in self.ios if io.stream not in before]
+        gained = [(io, held[io.stream].token) for io in self.ios if io.stream not in before]
         lost = before - set(held)
         if gained or lost:
             logger.info(
@@ -135,20 +135,24 @@ class Partitions:
                 self.group,
                 self.consumer_id,
                 [io.stream for io in self.ios] or "none",
-                [io.stream for io in gained] or "none",
+                [io.stream for io, _token in gained] or "none",
                 sorted(lost) or "none",
             )
         return gained
 
     def fencing_tokens(self, entries: list[Entry]) -> dict[str, int]:
-        """{partition: this process's lease token} for the partitions of ``entries``; LeaseLost when one is no
-        longer held. Empty without leases."""
+        """{partition: this process's lease token} for the partitions of ``entries``, as this process holds them;
+        LeaseLost for one it no longer holds. No round trip: the database fence written with the effects is the
+        check that a newer owner has not begun. Empty without leases."""
         if self.leases is None:
             return {}
-        return {
-            partition: self.leases.check(partition).token
-            for partition in {self.io_of(entry.stream).stream for entry in entries}
-        }
+        tokens = {}
+        for partition in {self.io_of(entry.stream).stream for entry in entries}:
+            lease = self.leases.held.get(partition)
+            if lease is None:
+                raise LeaseLost(f"{self.consumer_id} no longer holds {partition} for {self.group}")
+            tokens[partition] = lease.token
+        return tokens
 
     def release(self) -> None:
         """Hand every partition back at once (a clean stop)."""

@@ -128,8 +128,7 @@ class StreamConsumer:
         entry its previous owner left pending is taken over and applied, before any new one is read: the
         partition's events stay in order. Returns the entries taken over."""
         handled = 0
-        for io in self.partitions.rebalance(force=force):
-            token = self.partitions.fencing_tokens([Entry(io.stream, "0-0", {})])[io.stream]
+        for io, token in self.partitions.rebalance(force=force):
             with transaction.atomic():
                 fence(group=self.group, stream=io.stream, token=token)
             for claimed in io.claim_idle(0):

@@ -9,14 +9,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from pymongo import MongoClient
 
-from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_pattern, parse_health_key
+from eventing.consumer.health import HEALTH_TTL_SECONDS
 from eventing.contract import consumers as registry
+from eventing.monitoring.status import read_heartbeats
 from eventing.transport.client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,9 @@ def _mongodb() -> None:
 def _consumers() -> dict[str, dict[str, Any]]:
     client = get_redis(socket_timeout=PROBE_TIMEOUT_SECONDS)
     stream = settings.EVENTING_STREAM
-    keys = sorted(str(key) for key in client.scan_iter(health_pattern(stream=stream), count=500))
-    values = cast(list[str | None], client.mget(keys)) if keys else []
     live: dict[str, int] = {}
-    for key, value in zip(keys, values, strict=True):
-        if value and HealthRecord.from_json(value).ready:
-            group, _consumer = parse_health_key(key, stream=stream)
+    for (group, _consumer), record in read_heartbeats(client, stream).items():
+        if record.ready:
             live[group] = live.get(group, 0) + 1
     checks: dict[str, dict[str, Any]] = {}
     for name in registry.consumer_names():

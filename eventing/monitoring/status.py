@@ -88,9 +88,12 @@ def _age(entry_id: str, now_ms: float) -> float:
     return max(now_ms - int(entry_id.split("-", 1)[0]), 0) / 1000
 
 
-def _heartbeats(client: RedisClient, stream: str) -> dict[tuple[str, str], HealthRecord]:
-    """The fresh health records of the consumers of the bus of ``stream``, by (group, consumer)."""
-    keys = sorted(str(key) for key in client.scan_iter(health_pattern(stream=stream), count=500))
+def read_heartbeats(
+    client: RedisClient, stream: str, *, group: str | None = None
+) -> dict[tuple[str, str], HealthRecord]:
+    """The fresh health records of the consumers of the bus of ``stream`` (of one ``group``), by (group, consumer):
+    one SCAN and one MGET."""
+    keys = sorted(str(key) for key in client.scan_iter(health_pattern(stream=stream, group=group), count=500))
     values = cast(list[str | None], client.mget(keys)) if keys else []
     return {
         parse_health_key(key, stream=stream): HealthRecord.from_json(value)
@@ -145,7 +148,7 @@ def stream_status(
             raise
         length, groups = 0, {}
     if heartbeats is None:
-        heartbeats = _heartbeats(client, settings.EVENTING_STREAM)
+        heartbeats = read_heartbeats(client, settings.EVENTING_STREAM)
     declared = registry.consumer_names()
     statuses = []
     for name in sorted(set(declared) | set(groups)):
@@ -205,7 +208,7 @@ def bus_status(*, streams: list[str] | None = None) -> BusStatus:
     """The bus now: every partition, or the ``streams`` named. Raises redis.RedisError (or, on a cluster,
     the cluster client's errors) or a database error when a service does not answer."""
     client = get_redis()
-    heartbeats = _heartbeats(client, settings.EVENTING_STREAM)
+    heartbeats = read_heartbeats(client, settings.EVENTING_STREAM)
     by_group: Counter[str] = Counter(
         dict(
             DeadLetter.objects.filter(status=DeadLetter.Status.PENDING)
