@@ -108,7 +108,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from bench.consumer_handlers import IDEMPOTENT, INVENTORY_LIKE, TRANSACTIONAL  # noqa: E402
-from eventing.consumer.group import GroupIO  # noqa: E402
+from eventing.consumer.partitions import Partitions  # noqa: E402
 from eventing.consumer.health import health_key  # noqa: E402
 from eventing.consumer.runner import StreamConsumer  # noqa: E402
 from eventing.contract.envelope import Envelope  # noqa: E402
@@ -179,10 +179,14 @@ def consume(client: redis.Redis, name: str, stream: str, events: int, profiler=N
     consumer = StreamConsumer(name=name, stream=stream, consumer_id="bench", count=READ_COUNT)
     if group and group != name:  # the same consumer reading with a group of its own
         consumer.group = group
-        consumer.io = GroupIO(
-            stream=stream, group=group, consumer_id="bench", count=READ_COUNT, block_ms=consumer.io.block_ms
+        consumer.partitions = Partitions(
+            stream=stream,
+            partitions=1,
+            group=group,
+            consumer_id="bench",
+            count=READ_COUNT,
+            block_ms=consumer.partitions.block_ms,
         )
-        consumer.streams = consumer.io.streams
     if profiler:
         profiler.enable()
     start = time.perf_counter()
