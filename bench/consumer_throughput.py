@@ -108,8 +108,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from bench.consumer_handlers import IDEMPOTENT, INVENTORY_LIKE, TRANSACTIONAL  # noqa: E402
-from eventing.consumer.partitions import Partitions  # noqa: E402
 from eventing.consumer.health import health_key  # noqa: E402
+from eventing.consumer.partitions import Partitions  # noqa: E402
 from eventing.consumer.runner import StreamConsumer  # noqa: E402
 from eventing.contract.envelope import Envelope  # noqa: E402
 from eventing.models import ProcessedEvent  # noqa: E402

@@ -40,6 +40,44 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+# The hops of one order, each from one point of its events' records to the next: when the web committed
+# ORDER_CREATED, when the relay (or the committing process) XADDed it, when the next consumer raised its
+# answer, and so on, to when the projections consumer read the final event and the client saw it.
+HOPS = ("ORDER_CREATED", "STOCK_RESERVED", "ORDER_CONFIRMED")
+
+
+def stage_breakdown(system: System, walls: dict[int, tuple[str, float, float]]) -> dict[str, dict[int, list[float]]]:
+    """Per wave, the milliseconds each polled order spent in each hop, from the event log (one read of it)."""
+    import pymongo
+
+    by_correlation: dict[str, dict[str, dict]] = {}
+    with pymongo.MongoClient(system.mongodb_uri, tz_aware=True) as client:
+        fields = {"type": 1, "correlation_id": 1, "occurred_at": 1, "stream_ms": 1, "recorded_at": 1}
+        for record in client.get_default_database()["event_log"].find({}, fields):
+            by_correlation.setdefault(record["correlation_id"], {})[record["type"]] = record
+    stages: dict[str, dict[int, list[float]]] = {}
+
+    def add(stage: str, wave: int, ms: float) -> None:
+        stages.setdefault(stage, {}).setdefault(wave, []).append(ms)
+
+    for i, (correlation_id, sent_wall, final_wall) in walls.items():
+        records = by_correlation.get(correlation_id, {})
+        if not all(kind in records for kind in HOPS):
+            continue  # rejected orders take another path
+        wave = i // WAVE
+        at = sent_wall
+        for kind in HOPS:
+            record = records[kind]
+            raised, published = record["occurred_at"].timestamp(), record["stream_ms"] / 1000
+            add(f"until {kind} committed", wave, (raised - at) * 1000)
+            add(f"  {kind} committed -> in the stream", wave, (published - raised) * 1000)
+            at = published
+        read = records[HOPS[-1]]["recorded_at"].timestamp()
+        add(f"{HOPS[-1]} in the stream -> read by projections", wave, (read - at) * 1000)
+        add("read by projections -> seen final by the client", wave, (final_wall - read) * 1000)
+    return stages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=10_000)
@@ -81,6 +119,8 @@ def main() -> None:
 
             lock = threading.Lock()
             results: list[tuple[int, float, float, str]] = []  # (index, sent, final, status)
+            # Polled orders' correlation ids, with when they were sent and seen final on the wall clock.
+            walls: dict[int, tuple[str, float, float]] = {}
             lost: list[int] = []
             unpolled: list[tuple[int, str]] = []
             next_index = iter(range(args.orders))
@@ -96,8 +136,8 @@ def main() -> None:
                     if delay > 0:
                         time.sleep(delay)
                     body = {"customer_id": f"soak-{i % args.customers}", "lines": [{"sku": "SOAK-1", "quantity": 1}]}
-                    sent = time.perf_counter()
-                    status, placed, _ = system.request("POST", "/api/orders/", body)
+                    sent, sent_wall = time.perf_counter(), time.time()
+                    status, placed, headers = system.request("POST", "/api/orders/", body)
                     if status != 202:
                         with lock:
                             lost.append(i)
@@ -113,6 +153,7 @@ def main() -> None:
                         if status == 200 and view["status"] in FINAL:
                             with lock:
                                 results.append((i, sent, time.perf_counter(), view["status"]))
+                                walls[i] = (headers.get("X-Correlation-ID", ""), sent_wall, time.time())
                             break
                     else:
                         with lock:
@@ -143,6 +184,7 @@ def main() -> None:
                 "from eventing.models import OutboxEvent as O, ProcessedEvent as P; "
                 "print(O.objects.count(), P.objects.count())",
             ).stdout.split()[-2:]
+            stages = stage_breakdown(system, walls)
         finally:
             system.stop()
             system.cleanup()
@@ -170,6 +212,14 @@ def main() -> None:
             f"p99 first {pct(first, 0.99):.0f} ms, last {pct(last, 0.99):.0f} ms "
             f"({pct(last, 0.99) / statistics.median(raw):.0f}x the raw GET)"
         )
+    print("where the time went, per polled order (ms; p50 / p99 of first wave, p50 / p99 of last wave):")
+    for stage, by in stages.items():
+        first, last = by.get(0, []), by.get(max(by), [])
+        if first and last:
+            print(
+                f"  {stage:<44} {statistics.median(first):7.1f} / {pct(first, 0.99):7.1f}"
+                f"   {statistics.median(last):7.1f} / {pct(last, 0.99):7.1f}"
+            )
     print(
         f"outbox rows {tables[0]}, inbox rows {tables[1]} at the end, after {args.orders} orders "
         f"(~{args.orders * 3} events; inbox retention {args.retention or 'default'} s)"

@@ -35,7 +35,7 @@ from eventing.transport.client import (
     server_starts,
 )
 from eventing.transport.retention import PrunePass
-from eventing.transport.streams import is_stream_of_bus, partition_streams, stream_for
+from eventing.transport.streams import is_stream_of_bus, partition_streams, run_id_key, stream_for
 from eventing.transport.trim import trim_streams
 
 logger = logging.getLogger(__name__)
@@ -280,12 +280,6 @@ def _last_survivor(client: RedisClient, stream: str, started_ms: int | None) -> 
 
 def _moment(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def run_id_key(stream: str) -> str:
-    """Where the relay keeps the run id of the Redis it last saw holding ``stream``, in the stream's slot;
-    a different one means that server restarted."""
-    return f"eventing:relay:{stream}:redis-run-id"
 
 
 def _check_restart(client: RedisClient, batch_size: int) -> None:

@@ -104,6 +104,12 @@ def retry_stream(stream: str, group: str) -> str:
     return f"{base_stream(stream)}{RETRY_MARK}{group}"
 
 
+def run_id_key(stream: str) -> str:
+    """Where the relay keeps the run id of the Redis it last saw holding ``stream``, in the stream's slot;
+    a different one means that server restarted."""
+    return f"eventing:relay:{stream}:redis-run-id"
+
+
 def base_stream(stream: str) -> str:
     """The partition stream a retry stream belongs to (a partition stream is its own base)."""
     return stream.split(RETRY_MARK, 1)[0]

@@ -24,8 +24,7 @@ from typing import Any
 import redis
 
 from eventing.transport.client import RedisClient, client_for, server_starts
-from eventing.transport.relay import run_id_key
-from eventing.transport.streams import partition_streams, retry_stream
+from eventing.transport.streams import partition_streams, retry_stream, run_id_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONSUMERS = {"inventory": 2, "orders": 1, "projections": 1}

@@ -14,7 +14,6 @@ from redis.crc import key_slot
 from eventing.consumer.group import GroupIO
 from eventing.consumer.health import health_key
 from eventing.models import OutboxEvent
-from eventing.transport.relay import run_id_key
 from eventing.transport.streams import (
     bus_tag,
     check_partitions,
@@ -24,6 +23,7 @@ from eventing.transport.streams import (
     partition_of,
     partition_streams,
     retry_stream,
+    run_id_key,
     stream_for,
 )
 from inventory.services import stock_item_create
