@@ -13,9 +13,12 @@ On MongoDB all of these are indexed.
 
 from __future__ import annotations
 
+import copy
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,14 +122,20 @@ def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChang
     FerretDB and MongoDB alike is one writer per row at a time: the touched rows are locked
     together in Redis (one round trip to take them all, one to free them) for the
     read-fold-write. Every query names only ``_id``: FerretDB serves that from its index.
+
+    A row this process wrote last is not read again: the lock hands back each row's stamp, the mark
+    of its last write (``ROW_CACHE``).
     """
     if not changes:
         return {}
     folded: dict[str, list[RowChange]] = {}
     for change in changes:
         folded.setdefault(change.key, []).append(change.normalized())
-    with row_locks(collection.name, sorted(folded)):
-        current = read_rows(collection, list(folded))
+    keys = sorted(folded)
+    with row_locks(collection, keys) as lock:
+        cached = ROW_CACHE.rows(collection, lock.stamps)
+        current = {key: row for key, row in cached.items() if row is not None}
+        current |= read_rows(collection, [key for key in keys if key not in cached])
         changed: dict[str, dict[str, Any]] = {}
         for key, row_changes in folded.items():
             row = current.get(key)
@@ -136,19 +145,25 @@ def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChang
             if new is not None and new != row:
                 changed[key] = new
         # New rows are inserted (cheaper than an upsert on FerretDB, which looks the row up again);
-        # existing ones replaced; each kind in one request.
+        # existing ones replaced; each kind in one request. A row known from the cache is upserted: should
+        # the database have lost it since (a server that restarted without its last writes), it comes back.
         inserts = [row for key, row in changed.items() if key not in current]
         if inserts:
             collection.insert_many(inserts, ordered=False)
-        replaces = [ReplaceOne({"_id": key}, row) for key, row in changed.items() if key in current]
+        replaces = [
+            ReplaceOne({"_id": key}, row, upsert=key in cached) for key, row in changed.items() if key in current
+        ]
         for first in range(0, len(replaces), BULK_UPDATES):
             collection.bulk_write(replaces[first : first + BULK_UPDATES], ordered=False)
+        lock.written = {key: changed.get(key, current.get(key)) for key in keys}
     return changed
 
 
 def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:
     """The stored rows of these keys: one ``$in`` query on MongoDB; one ``_id`` lookup each on FerretDB,
     which would scan the collection for ``$in`` but serves a plain ``_id`` from its index."""
+    if not keys:
+        return {}
     if not is_ferretdb(collection.database.client):
         return {row["_id"]: row for row in collection.find({"_id": {"$in": keys}})}
     # One at a time: FerretDB v1 was seen to wedge a database (every later request timing out) under
@@ -178,47 +193,127 @@ def is_ferretdb(client: MongoClient[dict[str, Any]]) -> bool:
     return known
 
 
-# Takes every lock or none, so two writers never wait on each other's half (no deadlock).
+# Takes every lock or none, so two writers never wait on each other's half (no deadlock). KEYS are the
+# rows' locks, then their stamps. It hands back each row's stamp and deletes it: while the rows are
+# locked no cache may trust them, and a writer that dies before it unlocks leaves them unstamped.
 _LOCK_ALL = """
-for i, key in ipairs(KEYS) do
-  if redis.call('exists', key) == 1 then return 0 end
+local n = #KEYS / 2
+for i = 1, n do
+  if redis.call('exists', KEYS[i]) == 1 then return false end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('set', key, ARGV[1], 'PX', ARGV[2])
+local stamps = {}
+for i = 1, n do
+  redis.call('set', KEYS[i], ARGV[1], 'PX', ARGV[2])
+  stamps[i] = redis.call('get', KEYS[n + i]) or ''
+  redis.call('del', KEYS[n + i])
 end
-return 1
+return stamps
 """
+# Frees the locks this writer still holds and, when it wrote its rows, stamps them (ARGV[2], or '').
 _UNLOCK_ALL = """
+local n = #KEYS / 2
 local freed = 0
-for i, key in ipairs(KEYS) do
-  if redis.call('get', key) == ARGV[1] then freed = freed + redis.call('del', key) end
+for i = 1, n do
+  if redis.call('get', KEYS[i]) == ARGV[1] then
+    freed = freed + redis.call('del', KEYS[i])
+    if ARGV[2] ~= '' then redis.call('set', KEYS[n + i], ARGV[2], 'PX', ARGV[3]) end
+  end
 end
 return freed
 """
 # Rows take milliseconds to write; the expiry only frees the locks of a writer that died holding them.
 LOCK_TTL_MS = 10_000
 LOCK_WAIT_SECONDS = 30.0
+# How long a row's stamp outlives its write: an order's events come within seconds of each other, and a
+# stamp per row written in the last minute is what Redis holds for it.
+STAMP_TTL_MS = 60_000
+
+
+@dataclass
+class LockedRows:
+    """The rows ``row_locks`` holds: the stamps it found, and what the block wrote (row by key, or None)."""
+
+    stamps: dict[str, str]
+    written: dict[str, dict[str, Any] | None] | None = None
 
 
 @contextmanager
-def row_locks(collection: str, keys: list[str]) -> Iterator[None]:
-    """Hold the locks of these rows of ``collection`` (all at once) for the block."""
+def row_locks(collection: Collection[dict[str, Any]], keys: list[str]) -> Iterator[LockedRows]:
+    """Hold the locks of these rows of ``collection`` (all at once) for the block. When the block sets
+    ``written``, the rows are stamped and cached as this process's own on the way out; should it fail, they
+    are left unstamped (their stamps went when they were locked), so every process reads them again."""
     lock_all, unlock_all = _lock_scripts()
     # One hash tag per collection: the keys of one call share a Redis Cluster slot. (Not one tag for every
     # lock: a call locks one collection's rows, and a tag per view spreads the locks over the masters.)
-    names = [f"eventing:row-lock:{{{collection}}}:{key}" for key in keys]
+    names = [f"eventing:row-lock:{{{collection.name}}}:{key}" for key in keys]
+    names += [stamp_key(collection, key) for key in keys]
     token = uuid.uuid4().hex
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     pause = 0.001
-    while not lock_all(keys=names, args=[token, LOCK_TTL_MS]):
+    while (found := lock_all(keys=names, args=[token, LOCK_TTL_MS])) is None:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"could not lock {len(names)} row(s) of {collection} within {LOCK_WAIT_SECONDS:.0f}s")
+            raise TimeoutError(
+                f"could not lock {len(keys)} row(s) of {collection.name} within {LOCK_WAIT_SECONDS:.0f}s"
+            )
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
+    lock = LockedRows(stamps={key: stamp for key, stamp in zip(keys, found, strict=True) if stamp})
     try:
-        yield
+        yield lock
     finally:
-        unlock_all(keys=names, args=[token])
+        stamp = token if lock.written is not None else ""
+        if lock.written is not None:
+            ROW_CACHE.put(collection, stamp, lock.written)
+        else:
+            ROW_CACHE.forget(collection, keys)
+        unlock_all(keys=names, args=[token, stamp, STAMP_TTL_MS])
+
+
+def stamp_key(collection: Collection[dict[str, Any]], key: str) -> str:
+    """Where a row's stamp is kept: in its lock's slot."""
+    return f"eventing:row-stamp:{{{collection.name}}}:{collection.database.name}:{key}"
+
+
+class RowCache:
+    """The rows this process wrote last, each with the stamp its write left in Redis. A row whose stamp
+    in Redis is still the one cached was written by no one since, so it need not be read again: a view
+    row touched by several events of one order, or of one customer, is read once. Every view write goes
+    through ``apply_changes``, so every write restamps its rows. Bounded: the oldest go first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._rows: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rows(self, collection: Collection[dict[str, Any]], stamps: dict[str, str]) -> dict[str, Any]:
+        """The cached rows (None: known to be absent) whose stamp is the one Redis holds."""
+        where = (collection.database.name, collection.name)
+        found: dict[str, Any] = {}
+        with self._lock:
+            for key, stamp in stamps.items():
+                cached = self._rows.get((*where, key))
+                if cached is not None and cached[0] == stamp:
+                    found[key] = copy.deepcopy(cached[1])
+        return found
+
+    def put(self, collection: Collection[dict[str, Any]], stamp: str, rows: dict[str, dict[str, Any] | None]) -> None:
+        where = (collection.database.name, collection.name)
+        with self._lock:
+            for key, row in rows.items():
+                self._rows[(*where, key)] = (stamp, copy.deepcopy(row))
+                self._rows.move_to_end((*where, key))
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+
+    def forget(self, collection: Collection[dict[str, Any]], keys: list[str]) -> None:
+        where = (collection.database.name, collection.name)
+        with self._lock:
+            for key in keys:
+                self._rows.pop((*where, key), None)
+
+
+# Some tens of thousands of rows: the rows a projections process touched in the last minutes.
+ROW_CACHE = RowCache(capacity=20_000)
 
 
 def _lock_scripts() -> tuple[Script, Script]:

@@ -2,8 +2,12 @@
 
 import threading
 
+import pytest
 from mongoengine import DictField, Document, IntField, ListField, StringField
+from pymongo import MongoClient
+from pymongo.errors import ServerSelectionTimeoutError
 
+from eventing.readside import mongo
 from eventing.readside.event_log import collection as event_log_collection
 from eventing.readside.event_log import event_log_append_many
 from eventing.readside.mongo import RowChange, apply_change, apply_changes
@@ -113,3 +117,46 @@ def test_the_pure_rule_and_the_live_write_agree_whatever_the_order():
     assert Row._get_collection().find_one({"_id": "r"}) == folded
     assert (folded["state"], folded["version"], folded["name"]) == ("s3", 3, "R")
     assert sorted(s["v"] for s in folded["seen"]) == [1, 2, 3]
+
+
+def test_a_row_this_process_wrote_last_is_not_read_again_and_comes_back_should_the_database_lose_it():
+    rows = Row._get_collection()
+    assert upsert_if_newer(rows, RowChange("c", 1, {"state": "one"}, facts={"name": "C"}))
+    # The database loses the row behind the writer's back (a server that restarted without its last
+    # writes): the writer, which wrote the row last, does not read it again, and writes it whole.
+    rows.delete_one({"_id": "c"})
+
+    assert upsert_if_newer(rows, RowChange("c", 2, {"state": "two"}))
+
+    assert rows.find_one({"_id": "c"}) == {"_id": "c", "name": "C", "state": "two", "version": 2}
+
+
+def test_a_row_another_process_wrote_since_is_read_again(monkeypatch):
+    rows = Row._get_collection()
+    assert upsert_if_newer(rows, RowChange("d", 1, {"state": "one"}, add_to_set={"seen": {"v": 1}}))
+    # Another process (a cache of its own) writes the row: its stamp replaces this process's.
+    with monkeypatch.context() as other_process:
+        other_process.setattr(mongo, "ROW_CACHE", mongo.RowCache(capacity=100))
+        assert upsert_if_newer(rows, RowChange("d", 2, {"state": "two"}, add_to_set={"seen": {"v": 2}}))
+
+    # This process's copy is stale; it must read the row, not write over the other's change.
+    assert upsert_if_newer(rows, RowChange("d", 3, {"state": "three"}, add_to_set={"seen": {"v": 3}}))
+
+    row = rows.find_one({"_id": "d"})
+    assert (row["state"], [s["v"] for s in row["seen"]]) == ("three", [1, 2, 3])
+
+
+def test_a_write_that_fails_leaves_its_rows_unstamped_so_every_process_reads_them_again(redis_client):
+    rows = Row._get_collection()
+    assert upsert_if_newer(rows, RowChange("e", 1, {"state": "one"}))
+    assert redis_client.exists(mongo.stamp_key(rows, "e"))
+
+    # The same collection through a server that does not answer: the write fails.
+    unreachable = MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=200)
+    with pytest.raises(ServerSelectionTimeoutError):
+        upsert_if_newer(unreachable[rows.database.name][rows.name], RowChange("e", 2, {"state": "two"}))
+
+    assert not redis_client.exists(mongo.stamp_key(rows, "e"))
+    assert mongo.ROW_CACHE.rows(rows, {"e": ""}) == {}
+    assert upsert_if_newer(rows, RowChange("e", 3, {"state": "three"}))
+    assert rows.find_one({"_id": "e"})["state"] == "three"
