@@ -1,7 +1,7 @@
 from collections.abc import Sequence
 from typing import Any, overload
 
-from eventing.readside.projections import view_objects
+from eventing.readside.projections import active_collection, view_objects
 from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, month_key
 
 
@@ -20,8 +20,10 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
-        index: CustomerOrderIndex | None = view_objects(CustomerOrderIndex)(pk=customer_id).first()
-        months: dict[str, dict[str, int]] = index.months if index is not None else {}
+        # The rows as pymongo reads them: a listing only copies their fields out, and mongoengine's
+        # documents would cost more than the lookups.
+        index = active_collection(CustomerOrderIndex).find_one({"_id": customer_id}) or {}
+        months: dict[str, dict[str, int]] = index.get("months", {})
         self.months = sorted(((month, int(info["count"])) for month, info in months.items()), reverse=True)
 
     def count(self) -> int:  # type: ignore[override]  # the paginator's count(), not Sequence.count(value)
@@ -49,10 +51,8 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         return found
 
     def _month(self, month: str) -> list[dict[str, Any]]:
-        bucket: CustomerOrderMonth | None = view_objects(CustomerOrderMonth)(
-            pk=month_key(self.customer_id, month)
-        ).first()
-        orders = list(bucket.orders.values()) if bucket is not None else []
+        bucket = active_collection(CustomerOrderMonth).find_one({"_id": month_key(self.customer_id, month)}) or {}
+        orders = list(bucket.get("orders", {}).values())
         return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
 
 
