@@ -208,7 +208,8 @@ class FerretDBServer(ServerProcess):
     def command(self) -> list[str]:
         (self.dir / "data").mkdir(exist_ok=True)
         return [
-            self.binary(), "--handler=sqlite", f"--sqlite-url=file:{self.dir / 'data'}/", f"--state-dir={self.dir}",
+            self.binary(), "--handler=sqlite", f"--sqlite-url=file:{self.dir / 'data'}/?_pragma=synchronous(normal)",
+            f"--state-dir={self.dir}",
             f"--listen-addr=127.0.0.1:{self.port}", "--debug-addr=-", "--telemetry=disable", "--log-level=warn",
         ]  # fmt: skip
 
