@@ -40,6 +40,7 @@ from pymongo import MongoClient, ReplaceOne  # noqa: E402
 from pymongo.collection import Collection  # noqa: E402
 
 from eventing.consumer.runner import StreamConsumer  # noqa: E402
+from eventing.contract import context  # noqa: E402
 from eventing.contract.envelope import Envelope  # noqa: E402
 from eventing.readside import mongo  # noqa: E402
 from eventing.readside.event_log import log_record  # noqa: E402
@@ -52,23 +53,26 @@ BATCH = 100
 
 
 def order_envelopes(n: int, at: datetime) -> list[Envelope]:
+    """An order's three events, as the system raises them: one transaction, each caused by the one before."""
     order_id, customer = str(uuid.uuid4()), f"customer-{n % CUSTOMERS}"
     lines = [{"sku": f"SKU-{n % 50}", "quantity": 1}]
-    return [
-        Envelope.wrap(
+    with context.bind(correlation_id=str(uuid.uuid4())):
+        created = Envelope.wrap(
             OrderCreated(order_id=order_id, customer_id=customer, lines=lines, placed_at=at.isoformat(), channel="api"),
             aggregate_version=1,
-        ),
-        Envelope.wrap(
+        )
+    with context.bind(correlation_id=created.correlation_id, causation_id=created.id):
+        reserved = Envelope.wrap(
             StockReserved(
                 order_id=order_id,
                 lines=lines,
                 items=[{"sku": f"SKU-{n % 50}", "on_hand": 10**6, "reserved": n, "version": n + 2}],
             ),
             aggregate_version=1,
-        ),
-        Envelope.wrap(OrderConfirmed(order_id=order_id, customer_id=customer), aggregate_version=2),
-    ]
+        )
+    with context.bind(correlation_id=created.correlation_id, causation_id=reserved.id):
+        confirmed = Envelope.wrap(OrderConfirmed(order_id=order_id, customer_id=customer), aggregate_version=2)
+    return [created, reserved, confirmed]
 
 
 def prefill(orders: int, start: datetime, spacing: float = 1.0) -> None:

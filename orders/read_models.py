@@ -93,6 +93,7 @@ def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
                 fields={"status": status, "reason": _reason(event), "updated_at": envelope.occurred_at},
                 facts=facts,
                 add_to_set={"history": history},
+                creates=isinstance(event, OrderCreated),
             ),
         ),
     ]

@@ -203,27 +203,38 @@ def apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[Handl
 
 
 def _apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[HandlerFailure]:
-    """Run the deliveries' idempotent handlers, handler by handler in registration order: a batch
-    handler once for all its deliveries, any other once per delivery. A failing batch is redone
-    delivery by delivery, so only the events that fail are reported (a delivery's later handlers are
-    skipped once it failed)."""
+    """Run the deliveries' idempotent handlers, in registration order: a batch function once for all
+    its deliveries, whatever their types (a projection registers one handler per event type, all with
+    the same function: its batch folds every type's changes of a row into one write), any other handler
+    once per delivery. A failing batch is redone delivery by delivery, so only the events that fail are
+    reported (a delivery's later handlers are skipped once it failed)."""
     failed: dict[str, HandlerFailure] = {}
-    handlers: list[Handler] = []
+    # Handlers grouped by what runs: a batch function, or a handler of its own.
+    groups: dict[object, list[Handler]] = {}
     for delivery in deliveries:
-        handlers += [h for h in delivery.handlers if h.idempotent and h not in handlers]
-    for handler in handlers:
-        targets = [d for d in deliveries if handler in d.handlers and d.entry.id not in failed]
-        if handler.batch and len(targets) > 1:
+        for h in delivery.handlers:
+            if h.idempotent:
+                group = groups.setdefault(h.func if h.batch else h, [])
+                if h not in group:
+                    group.append(h)
+    for group in groups.values():
+        targets = [
+            (d, next(h for h in group if h in d.handlers))
+            for d in deliveries
+            if d.entry.id not in failed and any(h in d.handlers for h in group)
+        ]
+        first = group[0]
+        if first.batch and len(targets) > 1:
             try:
                 started = time.perf_counter()
-                cast(BatchHandlerFunc, handler.func)([(d.event, d.envelope) for d in targets])
-                _observe(consumer, targets, time.perf_counter() - started)
+                cast(BatchHandlerFunc, first.func)([(d.event, d.envelope) for d, _h in targets])
+                _observe(consumer, [d for d, _h in targets], time.perf_counter() - started)
                 continue
             except TRANSIENT_ERRORS as exc:
                 raise TransientFailure(str(exc)) from exc
             except Exception:  # noqa: BLE001 - redone one by one below, where the failure is pinned to its event
-                logger.warning("%s failed on a batch of %d; applying its events one by one", handler.name, len(targets))
-        for delivery in targets:
+                logger.warning("%s failed on a batch of %d; applying its events one by one", first.name, len(targets))
+        for delivery, handler in targets:
             failure = _run_idempotent(handler, delivery, consumer=consumer)
             if failure is not None:
                 failed[delivery.entry.id] = failure

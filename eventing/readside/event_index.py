@@ -41,9 +41,23 @@ class EventsByAggregate(Document):  # type: ignore[misc]  # mongoengine ships no
 def index_changes(event: Any, envelope: Envelope) -> Changes:
     record = log_record(envelope)
     entry = {"events": {envelope.id: record}}
+    # An event no other caused starts a transaction, and, at its aggregate's first version, the aggregate.
+    first = envelope.causation_id is None
     return [
-        (EventsByCorrelation, RowChange(key=envelope.correlation_id, version=0, fields={}, entries=entry)),
-        (EventsByAggregate, RowChange(key=envelope.aggregate_id, version=0, fields={}, entries=entry)),
+        (
+            EventsByCorrelation,
+            RowChange(key=envelope.correlation_id, version=0, fields={}, entries=entry, creates=first),
+        ),
+        (
+            EventsByAggregate,
+            RowChange(
+                key=envelope.aggregate_id,
+                version=0,
+                fields={},
+                entries=entry,
+                creates=first and envelope.aggregate_version == 1,
+            ),
+        ),
     ]
 
 

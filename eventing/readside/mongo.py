@@ -30,6 +30,7 @@ from bson.codec_options import CodecOptions
 from django.conf import settings
 from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 from redis.commands.core import Script
 
 from eventing.transport.client import get_redis
@@ -60,6 +61,10 @@ class RowChange:
     ``"version"`` is newer than the stored entry's (without versions, the first
     write stays). So rows converge to the newest state whatever the order of
     the events and however often each comes.
+
+    ``creates`` says the event most likely makes the row (an order's first event, a transaction's): the
+    live write then inserts it without looking it up first, and reads it only if it was there after all.
+    A hint that proves wrong costs a refused insert, never a wrong row.
     """
 
     key: str
@@ -68,6 +73,7 @@ class RowChange:
     facts: dict[str, Any] = field(default_factory=dict)
     add_to_set: dict[str, Any] = field(default_factory=dict)
     entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    creates: bool = False
 
     def normalized(self) -> RowChange:
         """The change as MongoDB will store it (datetimes in UTC to the millisecond), so
@@ -75,7 +81,9 @@ class RowChange:
         doc = _as_stored(
             {"fields": self.fields, "facts": self.facts, "add_to_set": self.add_to_set, "entries": self.entries}
         )
-        return RowChange(self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"], doc["entries"])
+        return RowChange(
+            self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"], doc["entries"], self.creates
+        )
 
 
 _STORED: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
@@ -135,21 +143,21 @@ def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChang
     with row_locks(collection, keys) as lock:
         cached = ROW_CACHE.rows(collection, lock.stamps)
         current = {key: row for key, row in cached.items() if row is not None}
-        current |= read_rows(collection, [key for key in keys if key not in cached])
-        changed: dict[str, dict[str, Any]] = {}
-        for key, row_changes in folded.items():
-            row = current.get(key)
-            new = row
-            for change in row_changes:
-                new = apply_change(new, change)
-            if new is not None and new != row:
-                changed[key] = new
+        # Rows no one wrote lately that the changes most likely create are not looked up.
+        assumed_new = {key for key in keys if key not in cached and any(c.creates for c in folded[key])}
+        current |= read_rows(collection, [key for key in keys if key not in cached and key not in assumed_new])
+        changed = _fold_rows(folded, current)
         # New rows are inserted (cheaper than an upsert on FerretDB, which looks the row up again);
         # existing ones replaced; each kind in one request. A row known from the cache is upserted: should
         # the database have lost it since (a server that restarted without its last writes), it comes back.
         inserts = [row for key, row in changed.items() if key not in current]
         if inserts:
-            collection.insert_many(inserts, ordered=False)
+            there = _insert_new(collection, inserts)
+            if there:  # assumed new, but stored: the changes apply to the stored rows instead
+                current |= read_rows(collection, there)
+                for key in there:
+                    del changed[key]
+                changed |= _fold_rows({key: folded[key] for key in there}, current)
         replaces = [
             ReplaceOne({"_id": key}, row, upsert=key in cached) for key, row in changed.items() if key in current
         ]
@@ -157,6 +165,34 @@ def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChang
             collection.bulk_write(replaces[first : first + BULK_UPDATES], ordered=False)
         lock.written = {key: changed.get(key, current.get(key)) for key in keys}
     return changed
+
+
+def _fold_rows(folded: dict[str, list[RowChange]], current: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each row after its changes, for the rows they change."""
+    changed: dict[str, dict[str, Any]] = {}
+    for key, row_changes in folded.items():
+        row = current.get(key)
+        new = row
+        for change in row_changes:
+            new = apply_change(new, change)
+        if new is not None and new != row:
+            changed[key] = new
+    return changed
+
+
+def _insert_new(collection: Collection[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """Insert rows believed new in one request; the keys of those that were stored already."""
+    try:
+        collection.insert_many(rows, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        return [rows[error["index"]]["_id"] for error in errors]
+    return []
+
+
+DUPLICATE_KEY = 11000
 
 
 def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:

@@ -160,3 +160,24 @@ def test_a_write_that_fails_leaves_its_rows_unstamped_so_every_process_reads_the
     assert mongo.ROW_CACHE.rows(rows, {"e": ""}) == {}
     assert upsert_if_newer(rows, RowChange("e", 3, {"state": "three"}))
     assert rows.find_one({"_id": "e"})["state"] == "three"
+
+
+def test_a_row_assumed_new_but_stored_takes_the_changes_on_top_of_what_is_stored():
+    rows = Row._get_collection()
+    rows.insert_one({"_id": "f", "state": "s5", "version": 5, "name": "F", "seen": [{"v": 5}]})
+    # No process wrote it lately, and the change says it creates the row: it is inserted unread, refused
+    # as a duplicate, then read and changed.
+    change = RowChange("f", 1, {"state": "s1"}, add_to_set={"seen": {"v": 1}}, creates=True)
+
+    assert upsert_if_newer(rows, change)
+
+    assert rows.find_one({"_id": "f"}) == {
+        "_id": "f",
+        "state": "s5",  # the stored version is newer: only the set member is added
+        "version": 5,
+        "name": "F",
+        "seen": [{"v": 1}, {"v": 5}],
+    }
+    # And a new row created on the hint is a whole row.
+    assert upsert_if_newer(rows, RowChange("g", 1, {"state": "s1"}, facts={"name": "G"}, creates=True))
+    assert rows.find_one({"_id": "g"}) == {"_id": "g", "name": "G", "state": "s1", "version": 1}
