@@ -1,9 +1,19 @@
-"""The API's rate limits: writes per user, and sign-ins per address (settings' DEFAULT_THROTTLE_RATES)."""
+"""The API's rate limits: writes per user, and sign-ins per address (settings' DEFAULT_THROTTLE_RATES).
+
+Each limit counts requests in fixed windows of its period (``10/min``: minute by minute), one counter
+per client and window, in the cache: on Redis an INCR and an EXPIRE in one round trip, whatever the
+rate. (DRF's own throttles keep a list of every request's time in the window and read and write it
+whole on each request, so their cost grows with the rate.) A client may get up to twice its limit
+across the boundary of two windows; the limit is a guard against floods, not a quota.
+"""
 
 import logging
+import time
 from typing import Any
 
 import redis
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -21,12 +31,41 @@ class _Throttle(SimpleRateThrottle):
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
         return None if rate is None else str(rate)
 
+    window_ends = 0.0
+
     def allow_request(self, request: Request, view: Any) -> bool:
+        limit, period = self.parse_rate(self.get_rate())
+        key = self.get_cache_key(request, view)
+        if limit is None or period is None or key is None:
+            return True
+        window = int(time.time() // period)
+        self.window_ends = float((window + 1) * period)
         try:
-            return super().allow_request(request, view)
+            count = _count(f"{key}:{window}", ttl=period + 1)
         except redis.RedisError as exc:
             logger.warning("throttle %s not applied: %s", self.scope, exc)
             return True
+        return count <= limit
+
+    def wait(self) -> float:
+        """Seconds until the window ends (the Retry-After header)."""
+        return max(self.window_ends - time.time(), 0.0)
+
+
+def _count(key: str, *, ttl: int) -> int:
+    """Add one to the window's counter and return it: one round trip on Redis."""
+    cache = caches["default"]
+    if isinstance(cache, RedisCache):
+        name = cache.make_key(key)
+        # Django's RedisCache has no single call for "increment, creating it with an expiry".
+        client = cache._cache.get_client(name, write=True)
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(name)
+        pipe.expire(name, ttl)
+        count, _ = pipe.execute()
+        return int(count)
+    cache.add(key, 0, ttl)
+    return cache.incr(key)
 
 
 class WriteRateThrottle(_Throttle):
