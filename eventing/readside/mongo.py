@@ -27,9 +27,8 @@ from bson.codec_options import CodecOptions
 from django.conf import settings
 from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
-from redis.commands.core import Script
 
-from eventing.transport.client import get_redis
+from eventing.transport.client import LuaScript, get_redis
 
 
 def connect(uri: str | None = None) -> None:
@@ -221,13 +220,13 @@ def row_locks(collection: str, keys: list[str]) -> Iterator[None]:
         unlock_all(keys=names, args=[token])
 
 
-def _lock_scripts() -> tuple[Script, Script]:
+def _lock_scripts() -> tuple[LuaScript, LuaScript]:
     """The lock scripts on this process's client, sent by their digest (EVALSHA), not their text."""
     client = get_redis()
     scripts = _SCRIPTS.get(id(client))
     if scripts is None:
-        scripts = _SCRIPTS[id(client)] = (client.register_script(_LOCK_ALL), client.register_script(_UNLOCK_ALL))
+        scripts = _SCRIPTS[id(client)] = (LuaScript(client, _LOCK_ALL), LuaScript(client, _UNLOCK_ALL))
     return scripts
 
 
-_SCRIPTS: dict[int, tuple[Script, Script]] = {}
+_SCRIPTS: dict[int, tuple[LuaScript, LuaScript]] = {}
