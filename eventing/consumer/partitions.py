@@ -104,6 +104,7 @@ class Partitions:
             self.ios = []  # until the first rebalance
         self._tokens: dict[str, int] = {}  # with leases: the token of each partition as the last rebalance held it
         self._next_rebalance = 0.0
+        self._next_renewal = 0.0
         self.one_call = not is_cluster(self.raw)
         self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
         self._turn = 0  # the partition an idle consumer on a cluster blocks on next
@@ -127,7 +128,7 @@ class Partitions:
         tokens (the caller fences them and takes over their pending entries first)."""
         if self.leases is None or (not force and time.monotonic() < self._next_rebalance):
             return []
-        self._next_rebalance = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
+        self._next_rebalance = self._next_renewal = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
         before = {io.stream for io in self.ios}
         held = self.leases.rebalance()
         self.ios = [io for io in self.all_ios if io.stream in held]
@@ -149,6 +150,15 @@ class Partitions:
                 sorted(lost) or "none",
             )
         return gained
+
+    def renew_if_due(self) -> None:
+        """With leases, between batches: renew the held leases and the membership when a third of the TTL has
+        passed since they were last renewed. A takeover's backlog, or a run of claimed or retried entries, is
+        applied batch after batch with no read (where rebalances happen) in between."""
+        if self.leases is None or time.monotonic() < self._next_renewal:
+            return
+        self._next_renewal = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
+        self.leases.renew()
 
     def fencing_tokens(self, entries: list[Entry]) -> dict[str, int]:
         """{partition: this process's lease token} for the partitions of ``entries``, as this process holds them;

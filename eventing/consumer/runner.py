@@ -180,7 +180,9 @@ class StreamConsumer:
         batch's unfinished entries are processed again one at a time (``_process_alone``).
         """
         try:
-            return self._process(entries, ack=ack)
+            done = self._process(entries, ack=ack)
+            self.partitions.renew_if_due()
+            return done
         except LEASE_OR_RETRY_ERRORS:
             raise
         except Exception:  # noqa: BLE001 - pinned to its entry below, counted and, in the end, dead-lettered

@@ -173,26 +173,7 @@ class PartitionLeases:
         partition whose lease does not answer is skipped for this round (and a held one dropped: it cannot be
         renewed, so it is treated as lost before it expires); a member set that does not answer leaves this
         process with the share it last computed. On one Redis the error is raised."""
-        unreachable: set[str] = set()
-        for stream, lease in list(self.held.items()):
-            started = time.monotonic()
-            try:
-                renewed = self._renew_or_release(
-                    keys=[lease_key(stream=stream, group=self.group)],
-                    args=[f"{self.owner}:{lease.token}", self.ttl_ms],
-                )
-            except CREDENTIAL_ERRORS:
-                raise
-            except SERVER_DOWN_ERRORS as exc:
-                self._drop(stream)
-                if not self.partial_outages:
-                    raise
-                self._not_answering(stream, exc, unreachable, "dropped its lease")
-                continue
-            if renewed:
-                self._valid_until[stream] = started + self.ttl_ms / 1000
-            else:
-                self._drop(stream)  # it expired, or another process holds it now
+        unreachable = self._renew_held()
         share = self._current_share()
         for stream, lease in list(self.held.items()):
             if stream not in share:
@@ -221,6 +202,43 @@ class PartitionLeases:
         self.unreachable = unreachable
         return dict(self.held)
 
+    def renew(self) -> None:
+        """Renew the held leases and this process's membership, and change nothing else: between the batches of
+        a long piece of work (a takeover's backlog), so that neither expires before the next rebalance."""
+        self.unreachable |= self._renew_held()
+        try:
+            self.client.zadd(self.members, {self.owner: int(time.time() * 1000) + self.ttl_ms})
+        except CREDENTIAL_ERRORS:
+            raise
+        except SERVER_DOWN_ERRORS as exc:
+            if not self.partial_outages:
+                raise
+            self._members_unanswered(exc)
+
+    def _renew_held(self) -> set[str]:
+        """Renew every held lease, dropping those it cannot; returns those that did not answer (on a cluster)."""
+        unreachable: set[str] = set()
+        for stream, lease in list(self.held.items()):
+            started = time.monotonic()
+            try:
+                renewed = self._renew_or_release(
+                    keys=[lease_key(stream=stream, group=self.group)],
+                    args=[f"{self.owner}:{lease.token}", self.ttl_ms],
+                )
+            except CREDENTIAL_ERRORS:
+                raise
+            except SERVER_DOWN_ERRORS as exc:
+                self._drop(stream)
+                if not self.partial_outages:
+                    raise
+                self._not_answering(stream, exc, unreachable, "dropped its lease")
+                continue
+            if renewed:
+                self._valid_until[stream] = started + self.ttl_ms / 1000
+            else:
+                self._drop(stream)  # it expired, or another process holds it now
+        return unreachable
+
     def _current_share(self) -> set[str]:
         """Renew this process's membership and compute its share from the live members; on a cluster, while
         the member set does not answer, the share last computed (every member keeps its own, so they stay
@@ -233,18 +251,7 @@ class PartitionLeases:
         except SERVER_DOWN_ERRORS as exc:
             if not self.partial_outages:
                 raise
-            if not self._members_down:
-                logger.warning(
-                    "%s (%s): the member set %s does not answer (%s: %s); keeping the partitions assigned last "
-                    "(%s) and trying it again at every rebalance",
-                    self.group,
-                    self.owner,
-                    self.members,
-                    type(exc).__name__,
-                    exc,
-                    sorted(self._share) or "none",
-                )
-            self._members_down = True
+            self._members_unanswered(exc)
             return self._share
         if self._members_down:
             logger.info("%s (%s): the member set answers again", self.group, self.owner)
@@ -255,6 +262,20 @@ class PartitionLeases:
             if member == self.owner
         }
         return self._share
+
+    def _members_unanswered(self, exc: Exception) -> None:
+        if not self._members_down:
+            logger.warning(
+                "%s (%s): the member set %s does not answer (%s: %s); keeping the partitions assigned last (%s) "
+                "and trying it again at every rebalance",
+                self.group,
+                self.owner,
+                self.members,
+                type(exc).__name__,
+                exc,
+                sorted(self._share) or "none",
+            )
+        self._members_down = True
 
     def _not_answering(self, stream: str, exc: Exception, unreachable: set[str], what: str) -> None:
         unreachable.add(stream)
@@ -285,6 +306,11 @@ class PartitionLeases:
     def _drop(self, stream: str) -> None:
         self.held.pop(stream, None)
         self._valid_until.pop(stream, None)
+
+    def holding(self) -> dict[str, Lease]:
+        """The leases this process may act on now: held, and not past their deadline (no round trip)."""
+        now = time.monotonic()
+        return {stream: lease for stream, lease in self.held.copy().items() if self._valid_until.get(stream, 0.0) > now}
 
     def _valid(self, stream: str) -> Lease | None:
         """The lease of ``stream`` while this process may still act on it: held, and not past the TTL since it
