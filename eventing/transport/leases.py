@@ -200,6 +200,7 @@ class PartitionLeases:
         for stream in sorted(self.unreachable - unreachable):
             logger.info("%s (%s): the lease of %s answers again", self.group, self.owner, stream)
         self.unreachable = unreachable
+        self._prune()
         return dict(self.held)
 
     def renew(self) -> None:
@@ -237,7 +238,14 @@ class PartitionLeases:
                 self._valid_until[stream] = started + self.ttl_ms / 1000
             else:
                 self._drop(stream)  # it expired, or another process holds it now
+        self._prune()  # renewed before a pause that outlasted them: taken again (or not) like any other
         return unreachable
+
+    def _prune(self) -> None:
+        """Drop the held leases past their deadline."""
+        now = time.monotonic()
+        for stream in [stream for stream in self.held if self._valid_until.get(stream, 0.0) <= now]:
+            self._drop(stream)
 
     def _current_share(self) -> set[str]:
         """Renew this process's membership and compute its share from the live members; on a cluster, while
