@@ -192,18 +192,21 @@ class Partitions:
     def ensure_groups(self) -> None:
         """On every partition, held or not: a partition taken over later must have the group already (one that
         does not answer gets it when it is taken, or read, next)."""
-        self.each(lambda io: io.ensure_group(), only=self.all_ios)
+        self.each(lambda io: io.ensure_group(), every=True)
 
     # Partitions that do not answer.
 
-    def each(self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None) -> list[T]:
-        """``action`` on every partition (of ``only``) that is not set aside, in that order: the results of
-        those that answered. A partition whose stream or group is gone (its Redis came back without its data)
-        gets its group again and is skipped this time. On a cluster a partition that does not answer is set
-        aside and the others carry on; once none is left, PartitionsUnavailable is raised. On one Redis an
-        unavailable server raises at once."""
+    def each(
+        self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None, every: bool = False
+    ) -> list[T]:
+        """``action`` on every partition this process reads (of ``only``; with ``every``, on every partition of
+        the bus) that is not set aside, in that order: the results of those that answered. A partition whose
+        stream or group is gone (its Redis came back without its data) gets its group again and is skipped this
+        time. On a cluster a partition that does not answer is set aside and the others carry on; once none of
+        those this process reads (with ``every``: none at all) is left, PartitionsUnavailable is raised. On one
+        Redis an unavailable server raises at once."""
         results: list[T] = []
-        targets = self.ios if only is None else only
+        targets = self.all_ios if every else self.ios if only is None else only
         if not targets:
             return results  # this process holds no partition now
         for io in targets:
@@ -226,8 +229,8 @@ class Partitions:
                 continue
             if self._down_until.pop(io.stream, None) is not None:
                 logger.info("%s: partition %s answers again", self.group, io.stream)
-        down = set(self.unavailable())
-        if not self.one_call and all(io.stream in down for io in targets):
+        down, pool = set(self.unavailable()), self.all_ios if every else self.ios
+        if not self.one_call and pool and all(io.stream in down for io in pool):
             raise PartitionsUnavailable(f"no partition of {self.stream} answers")
         return results
 
