@@ -108,9 +108,15 @@ def _canonical(member: Any) -> str:
     return json.dumps(member, sort_keys=True, default=str)
 
 
-def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChange]) -> dict[str, dict[str, Any]]:
+def apply_changes(
+    collection: Collection[dict[str, Any]],
+    changes: list[RowChange],
+    *,
+    touched: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Apply the changes, in order, to their rows in ``collection``: every touched row is read once and
-    written once, and the writes go in one bulk request. Returns the rows that changed, by key.
+    written once, and the writes go in one bulk request. Returns the rows that changed, by key; ``touched``,
+    when given, receives every row the changes touched as it stands after them, changed or not.
 
     FerretDB v1 does not apply an update atomically (it reads, then writes, and concurrent
     updates of one document lose writes), and a conditional write would need a filter
@@ -142,6 +148,8 @@ def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChang
         replaces = [ReplaceOne({"_id": key}, row) for key, row in changed.items() if key in current]
         for first in range(0, len(replaces), BULK_UPDATES):
             collection.bulk_write(replaces[first : first + BULK_UPDATES], ordered=False)
+    if touched is not None:
+        touched.update({key: row for key in folded if (row := changed.get(key, current.get(key))) is not None})
     return changed
 
 
