@@ -181,7 +181,16 @@ def fence(*, group: str, stream: str, token: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, [group, stream, token])
         if cursor.fetchone() is None:
-            raise LeaseLost(f"{group} on {stream}: a newer lease than #{token} has written; this one is fenced off")
+            raise LeaseLost(
+                f"{group} on {stream}: a newer lease than #{token} has written; this one is fenced off",
+                partition=stream,
+            )
+
+
+def fence_tokens(*, group: str, streams: list[str]) -> dict[str, int]:
+    """The newest token that has written for each of the group's partitions that has a fence: a new lease's token
+    must be above it, even when Redis lost the partition's token counter (its master came back without its data)."""
+    return dict(ConsumerFence.objects.filter(group=group, stream__in=streams).values_list("stream", "token"))
 
 
 def _log_duplicates(deliveries: list[Delivery], *, consumer: str) -> None:

@@ -15,9 +15,10 @@ How a read spans them depends on the server:
   idle consumer neither blocks P times per loop nor leaves an entry on another partition waiting for long.
 
 On a cluster each master fails on its own. A partition whose master does not answer is set aside for
-``PARTITION_RETRY_SECONDS`` and the consumer carries on with the others (``each``); only when none answers
-does the error reach the loop, which backs off as it does when Redis is down. On one Redis an error is
-raised at once, as it always was.
+``PARTITION_RETRY_SECONDS`` and the consumer carries on with the others (``each``, and the leased reads and
+acks); only when none answers does the error reach the loop, which backs off as it does when Redis is down.
+With leases, a rebalance drops the leases it cannot renew and keeps the others (``PartitionLeases``). On one
+Redis an error is raised at once, as it always was.
 
 Acks of a batch go out in one pipeline whatever partitions they touch (a cluster pipeline sends each
 master its share). The consumer's health record is one per process, under the bus's hash tag.
@@ -34,6 +35,7 @@ from typing import Any, TypeVar, cast
 import redis
 from django.conf import settings
 
+from eventing.consumer.applying import fence_tokens
 from eventing.consumer.decoding import Entry
 from eventing.consumer.group import ConsumerError, GroupIO, read_group
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
@@ -93,13 +95,16 @@ class Partitions:
                 partitions=[io.stream for io in self.all_ios],
                 owner=consumer_id,
                 ttl_ms=settings.EVENTING_LEASE_TTL_MS,
+                token_floors=lambda streams: fence_tokens(group=group, streams=streams),
             )
             if len(self.all_ios) > 1 and settings.EVENTING_LEASE_TTL_MS > 0
             else None
         )
         if self.leases is not None:
             self.ios = []  # until the first rebalance
+        self._tokens: dict[str, int] = {}  # with leases: the token of each partition as the last rebalance held it
         self._next_rebalance = 0.0
+        self._next_renewal = 0.0
         self.one_call = not is_cluster(self.raw)
         self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
         self._turn = 0  # the partition an idle consumer on a cluster blocks on next
@@ -123,11 +128,17 @@ class Partitions:
         tokens (the caller fences them and takes over their pending entries first)."""
         if self.leases is None or (not force and time.monotonic() < self._next_rebalance):
             return []
-        self._next_rebalance = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
+        self._next_rebalance = self._next_renewal = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
         before = {io.stream for io in self.ios}
         held = self.leases.rebalance()
         self.ios = [io for io in self.all_ios if io.stream in held]
-        gained = [(io, held[io.stream].token) for io in self.ios if io.stream not in before]
+        # Taken now: a partition not held at the last rebalance, or held again under another token (lost and
+        # retaken in between: another process may have held it and left entries pending). The same token means
+        # nobody else held it meanwhile.
+        gained = [
+            (io, held[io.stream].token) for io in self.ios if self._tokens.get(io.stream) != held[io.stream].token
+        ]
+        self._tokens = {stream: lease.token for stream, lease in held.items()}
         lost = before - set(held)
         if gained or lost:
             logger.info(
@@ -140,19 +151,32 @@ class Partitions:
             )
         return gained
 
+    def renew_if_due(self) -> None:
+        """With leases, between batches: renew the held leases and the membership when a third of the TTL has
+        passed since they were last renewed. A takeover's backlog, or a run of claimed or retried entries, is
+        applied batch after batch with no read (where rebalances happen) in between."""
+        if self.leases is None or time.monotonic() < self._next_renewal:
+            return
+        self._next_renewal = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
+        self.leases.renew()
+
     def fencing_tokens(self, entries: list[Entry]) -> dict[str, int]:
         """{partition: this process's lease token} for the partitions of ``entries``, as this process holds them;
         LeaseLost for one it no longer holds. No round trip: the database fence written with the effects is the
         check that a newer owner has not begun. Empty without leases."""
         if self.leases is None:
             return {}
-        tokens = {}
-        for partition in {self.io_of(entry.stream).stream for entry in entries}:
-            lease = self.leases.held.get(partition)
-            if lease is None:
-                raise LeaseLost(f"{self.consumer_id} no longer holds {partition} for {self.group}")
-            tokens[partition] = lease.token
-        return tokens
+        return {partition: self.leases.token(partition) for partition in {self.io_of(e.stream).stream for e in entries}}
+
+    def forget(self, partition: str | None) -> None:
+        """Stop reading ``partition`` until a rebalance takes it again: its fence refused this process's token,
+        or taking it over failed half-way. Its lease is let go of (best effort), so the next rebalance takes it
+        afresh, with a token above its fence, and takes over what is pending on it first."""
+        if self.leases is None or partition is None:
+            return
+        self.leases.forget(partition)
+        self._tokens.pop(partition, None)
+        self.ios = [io for io in self.ios if io.stream != partition]
 
     def release(self) -> None:
         """Hand every partition back at once (a clean stop)."""
@@ -166,21 +190,26 @@ class Partitions:
     # Groups.
 
     def ensure_groups(self) -> None:
-        """On every partition, held or not: a partition taken over later must have the group already."""
-        self.each(lambda io: io.ensure_group(), only=self.all_ios)
+        """On every partition, held or not: a partition taken over later must have the group already (one that
+        does not answer gets it when it is taken, or read, next)."""
+        self.each(lambda io: io.ensure_group(), every=True)
 
     # Partitions that do not answer.
 
-    def each(self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None) -> list[T]:
-        """``action`` on every partition (of ``only``) that is not set aside, in that order: the results of
-        those that answered. A partition whose stream or group is gone (its Redis came back without its data)
-        gets its group again and is skipped this time. On a cluster a partition that does not answer is set
-        aside and the others carry on; once none is left, PartitionsUnavailable is raised. On one Redis an
-        unavailable server raises at once."""
+    def each(
+        self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None, every: bool = False
+    ) -> list[T]:
+        """``action`` on every partition this process reads (of ``only``; with ``every``, on every partition of
+        the bus) that is not set aside, in that order: the results of those that answered. A partition whose
+        stream or group is gone (its Redis came back without its data) gets its group again and is skipped this
+        time. On a cluster a partition that does not answer is set aside and the others carry on; once none of
+        those this process reads (with ``every``: none at all) is left, PartitionsUnavailable is raised. On one
+        Redis an unavailable server raises at once."""
         results: list[T] = []
-        if not (self.ios if only is None else only):
+        targets = self.all_ios if every else self.ios if only is None else only
+        if not targets:
             return results  # this process holds no partition now
-        for io in self.ios if only is None else only:
+        for io in targets:
             if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
                 continue
             try:
@@ -200,8 +229,8 @@ class Partitions:
                 continue
             if self._down_until.pop(io.stream, None) is not None:
                 logger.info("%s: partition %s answers again", self.group, io.stream)
-        down = set(self.unavailable())
-        if not self.one_call and self.ios and all(io.stream in down for io in self.ios):
+        down, pool = set(self.unavailable()), self.all_ios if every else self.ios
+        if not self.one_call and pool and all(io.stream in down for io in pool):
             raise PartitionsUnavailable(f"no partition of {self.stream} answers")
         return results
 
@@ -218,9 +247,13 @@ class Partitions:
         self._down_until[io.stream] = time.monotonic() + PARTITION_RETRY_SECONDS
 
     def unavailable(self) -> list[str]:
-        """The partitions set aside now (for the health record)."""
+        """The partitions set aside now."""
         now = time.monotonic()
         return [stream for stream, until in self._down_until.items() if until > now]
+
+    def not_answering(self) -> list[str]:
+        """The partitions set aside now, and with leases those whose lease did not answer (for the health record)."""
+        return sorted({*self.unavailable(), *(self.leases.unreachable if self.leases is not None else ())})
 
     def create_groups_below_history(self) -> dict[str, str]:
         """Create the group of a consumer that has never run on every partition, each at the oldest entry the
@@ -266,11 +299,28 @@ class Partitions:
         assert self.leases is not None
         entries: list[Entry] = []
         for io in self._in_turn():
+            if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
+                continue
             try:
                 reply = self.leases.read_new(partition=io.stream, streams=io.streams, count=self.count, client=self.raw)
             except LeaseLost as exc:
                 logger.warning("%s: %s", self.group, exc)
                 continue
+            except CREDENTIAL_ERRORS:
+                raise
+            except SERVER_DOWN_ERRORS as exc:  # before ResponseError: CLUSTERDOWN is one too
+                if self.one_call:
+                    raise
+                self._set_aside(io, exc)  # its lease goes at the next rebalance, which cannot renew it
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
+                io.ensure_group()
+                continue
+            if self._down_until.pop(io.stream, None) is not None:
+                logger.info("%s: partition %s answers again", self.group, io.stream)
             entries += [
                 Entry(stream.decode(), entry_id.decode(), dict(zip(flat[::2], flat[1::2], strict=True)))
                 for stream, batch in cast(list[Any], reply or [])
@@ -321,11 +371,21 @@ class Partitions:
             by_stream: dict[str, list[str]] = defaultdict(list)
             for entry in part:
                 by_stream[entry.stream].append(entry.id)
-            for stream, ids in by_stream.items():
-                if not self.leases.ack(partition=partition, stream=stream, ids=ids):
-                    logger.warning(
-                        "%s: %d entries of %s not acked: its lease moved on", self.group, len(ids), partition
-                    )
+            try:
+                for stream, ids in by_stream.items():
+                    if not self.leases.ack(partition=partition, stream=stream, ids=ids):
+                        logger.warning(
+                            "%s: %d entries of %s not acked: its lease moved on", self.group, len(ids), partition
+                        )
+            except CREDENTIAL_ERRORS:
+                raise
+            except SERVER_DOWN_ERRORS as exc:
+                if self.one_call:
+                    raise
+                # Applied and not acked: they stay pending, and whoever takes the partition next recognises them.
+                logger.warning("%s: entries of %s not acked: its master does not answer", self.group, partition)
+                self._set_aside(self._by_stream[partition], exc)
+                continue
             self._by_stream[partition].forget_failures(part, pipe=pipe)
         pipe.execute()
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
+import redis
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from redis import RedisError
@@ -52,7 +53,7 @@ from eventing.telemetry.metrics import (
     EVENTS_RETRIED,
     event_type_label,
 )
-from eventing.transport.client import CREDENTIAL_ERRORS, credentials_refused, redact_url
+from eventing.transport.client import CREDENTIAL_ERRORS, SERVER_DOWN_ERRORS, credentials_refused, redact_url
 from eventing.transport.leases import LeaseLost
 from eventing.transport.relay import publishing_batch
 
@@ -62,6 +63,12 @@ logger = logging.getLogger(__name__)
 RETRY_LOOP_ERRORS: tuple[type[BaseException], ...] = (TransientFailure, *TRANSIENT_ERRORS)
 # What the loop handles itself rather than pin on an entry: an outage, or a lease that moved on.
 LEASE_OR_RETRY_ERRORS: tuple[type[BaseException], ...] = (LeaseLost, *RETRY_LOOP_ERRORS)
+# What makes taking over one partition fail without stopping the others: fenced off, or its master gone.
+TAKEOVER_ERRORS: tuple[type[Exception], ...] = (LeaseLost, *SERVER_DOWN_ERRORS)
+
+# How long the loop pauses after finding a lease lost before it takes stock again: a lease lost again at once
+# (say its fence keeps refusing) costs a few rounds a second, not a busy loop; a tenth of a TTL or less.
+LEASE_LOST_PAUSE_SECONDS = 0.1
 
 __all__ = ["ConsumerError", "StreamConsumer"]
 
@@ -129,11 +136,26 @@ class StreamConsumer:
         partition's events stay in order. Returns the entries taken over."""
         handled = 0
         for io, token in self.partitions.rebalance(force=force):
-            with transaction.atomic():
-                fence(group=self.group, stream=io.stream, token=token)
-            for claimed in io.claim_idle(0):
-                self._may_hold_failures = True
-                handled += self.process(claimed)
+            try:
+                with transaction.atomic():
+                    fence(group=self.group, stream=io.stream, token=token)
+                for claimed in io.claim_idle(0):
+                    self._may_hold_failures = True
+                    handled += self.process(claimed)
+            except CREDENTIAL_ERRORS:
+                raise
+            except TAKEOVER_ERRORS as exc:
+                # Fenced off, or its master went away half-way: nothing new is read from it before a later
+                # rebalance takes it again and takes over what is pending on it first. The other partitions go on.
+                logger.warning("%s: taking over %s failed (%s: %s); retrying later", self.name, io.stream,
+                               type(exc).__name__, exc)  # fmt: skip
+                self.partitions.forget(io.stream)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Its stream or group is gone (its master came back without its data): nothing is pending on it.
+                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
+                io.ensure_group()
         return handled
 
     def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:
@@ -158,7 +180,9 @@ class StreamConsumer:
         batch's unfinished entries are processed again one at a time (``_process_alone``).
         """
         try:
-            return self._process(entries, ack=ack)
+            done = self._process(entries, ack=ack)
+            self.partitions.renew_if_due()
+            return done
         except LEASE_OR_RETRY_ERRORS:
             raise
         except Exception:  # noqa: BLE001 - pinned to its entry below, counted and, in the end, dead-lettered
@@ -419,7 +443,7 @@ class StreamConsumer:
                             if wait is None or time.monotonic() + wait > retry_deadline:
                                 return
                             stop.wait(wait)
-                        unavailable = self.partitions.unavailable()
+                        unavailable = self.partitions.not_answering()
                         self.set_ready(True, f"not answering: {', '.join(unavailable)}" if unavailable else "")
                 except CREDENTIAL_ERRORS as exc:
                     raise ConsumerError(credentials_refused(exc)) from exc
@@ -428,6 +452,8 @@ class StreamConsumer:
                     # the entries over. The loop starts again: it takes stock of the leases and re-reads what
                     # is still this process's own before anything new.
                     logger.warning("%s: %s; rebalancing", self.name, exc)
+                    self.partitions.forget(exc.partition)
+                    stop.wait(LEASE_LOST_PAUSE_SECONDS)
                 except RETRY_LOOP_ERRORS as exc:
                     backoff = min(max(backoff * 2, 0.5), settings.EVENTING_MAX_BACKOFF_SECONDS)
                     self.set_ready(False, f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,8 @@ each a document of its own, found by ``_id``. FerretDB v1 scans the whole log fo
 
 Both are a projection over every event (``ALL_EVENTS``) of the ``PROJECTIONS`` consumer, so they are
 written in the same batches as the log, replayed and verified like any view. An entry is the event's
-log record; the first one written stays, so redeliveries change nothing.
+log record — as logged, when a redelivery finds the event in the log already (``as_logged``) — and the first
+one written stays, so redeliveries change nothing.
 """
 
 from typing import Any
@@ -13,7 +14,7 @@ from mongoengine import DictField, Document, IntField, StringField
 
 from eventing.contract.consumers import ALL_EVENTS
 from eventing.contract.envelope import Envelope
-from eventing.readside.event_log import log_record
+from eventing.readside.event_log import as_logged, log_record
 from eventing.readside.mongo import RowChange
 from eventing.readside.projections import Changes, Projection, register
 
@@ -39,7 +40,7 @@ class EventsByAggregate(Document):  # type: ignore[misc]  # mongoengine ships no
 
 
 def index_changes(event: Any, envelope: Envelope) -> Changes:
-    record = log_record(envelope)
+    record = log_record(as_logged(envelope))
     entry = {"events": {envelope.id: record}}
     # An event no other caused starts a transaction, and, at its aggregate's first version, the aggregate.
     first = envelope.causation_id is None

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,10 +163,30 @@ def read_log(query: dict[str, Any], *, batch_size: int) -> Iterator[dict[str, An
     yield from collection().find(query, batch_size=batch_size)
 
 
+# The events of this consumer's current batch that were already in the log (a redelivery), as the log holds
+# them: what the log's indexes must keep of them. A redelivery is received later, and maybe from another
+# stream position, than the delivery that was logged; a process that logged an event and stopped before it
+# wrote the indexes (killed, or its lease moved on) must not leave the indexes with another record than the
+# log's. One per thread of execution (a context variable), so consumers run in threads keep their own.
+_ALREADY_LOGGED: ContextVar[dict[str, Envelope] | None] = ContextVar("already_logged", default=None)
+
+
+def as_logged(envelope: Envelope) -> Envelope:
+    """``envelope`` as the event log holds it: the first delivery's, when this batch found it already logged."""
+    return (_ALREADY_LOGGED.get() or {}).get(envelope.id, envelope)
+
+
 def append_to_event_log(items: list[tuple[Any, Envelope]]) -> None:
-    """The ``PROJECTIONS`` consumer's first handler: every event of a batch into the log at once."""
+    """The ``PROJECTIONS`` consumer's first handler: every event of a batch into the log at once. The events it
+    finds there already are read back (``as_logged``), so the projections after it index them as logged."""
     envelopes = [envelope for _event, envelope in items]
     new = event_log_append_many(envelopes=envelopes)
+    repeated = [envelope.id for envelope in envelopes if envelope.id not in new]
+    _ALREADY_LOGGED.set(
+        {record["_id"]: envelope_from_record(record) for record in collection().find({"_id": {"$in": repeated}})}
+        if repeated
+        else None
+    )
     for envelope in envelopes:
         if envelope.id not in new:
             logger.info("%s %s is already in the event log; skipping the duplicate", envelope.type, envelope.id)

@@ -31,9 +31,8 @@ from django.conf import settings
 from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
-from redis.commands.core import Script
 
-from eventing.transport.client import get_redis
+from eventing.transport.client import LuaScript, get_redis
 
 
 def connect(uri: str | None = None) -> None:
@@ -120,9 +119,15 @@ def _canonical(member: Any) -> str:
     return json.dumps(member, sort_keys=True, default=str)
 
 
-def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChange]) -> dict[str, dict[str, Any]]:
+def apply_changes(
+    collection: Collection[dict[str, Any]],
+    changes: list[RowChange],
+    *,
+    touched: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Apply the changes, in order, to their rows in ``collection``: every touched row is read once and
-    written once, and the writes go in one bulk request. Returns the rows that changed, by key.
+    written once, and the writes go in one bulk request. Returns the rows that changed, by key; ``touched``,
+    when given, receives every row the changes touched as it stands after them, changed or not.
 
     FerretDB v1 does not apply an update atomically (it reads, then writes, and concurrent
     updates of one document lose writes), and a conditional write would need a filter
@@ -164,6 +169,8 @@ def apply_changes(collection: Collection[dict[str, Any]], changes: list[RowChang
         for first in range(0, len(replaces), BULK_UPDATES):
             collection.bulk_write(replaces[first : first + BULK_UPDATES], ordered=False)
         lock.written = {key: changed.get(key, current.get(key)) for key in keys}
+    if touched is not None:
+        touched.update({key: row for key in folded if (row := changed.get(key, current.get(key))) is not None})
     return changed
 
 
@@ -352,13 +359,13 @@ class RowCache:
 ROW_CACHE = RowCache(capacity=20_000)
 
 
-def _lock_scripts() -> tuple[Script, Script]:
+def _lock_scripts() -> tuple[LuaScript, LuaScript]:
     """The lock scripts on this process's client, sent by their digest (EVALSHA), not their text."""
     client = get_redis()
     scripts = _SCRIPTS.get(id(client))
     if scripts is None:
-        scripts = _SCRIPTS[id(client)] = (client.register_script(_LOCK_ALL), client.register_script(_UNLOCK_ALL))
+        scripts = _SCRIPTS[id(client)] = (LuaScript(client, _LOCK_ALL), LuaScript(client, _UNLOCK_ALL))
     return scripts
 
 
-_SCRIPTS: dict[int, tuple[Script, Script]] = {}
+_SCRIPTS: dict[int, tuple[LuaScript, LuaScript]] = {}

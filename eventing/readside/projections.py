@@ -80,7 +80,9 @@ class Projection:
     ) -> None:
         """Apply a batch of events to the views (the live ones unless ``collection_for`` says otherwise):
         their changes are folded per row in memory, then each touched row is read once and written once,
-        and so on for the rows their changes derive."""
+        and so on for the rows their changes derive — from every touched row, changed or not: a row written by
+        a process that stopped before the rows derived from it leaves a redelivery nothing to change there,
+        and the derived rows must still be brought up to date (they too change only when they differ)."""
         where = collection_for or active_collection
         pending: Changes = [change for event, envelope in items for change in self.changes(event, envelope)]
         while pending:
@@ -89,9 +91,10 @@ class Projection:
                 by_document.setdefault(document, []).append(change)
             pending = []
             for document, changes in by_document.items():
-                changed = apply_changes(where(document), changes)
+                touched: dict[str, dict[str, Any]] = {}
+                apply_changes(where(document), changes, touched=touched)
                 if self.derive is not None:
-                    pending += [c for row in changed.values() for c in self.derive(document, row)]
+                    pending += [c for row in touched.values() for c in self.derive(document, row)]
 
 
 _PROJECTIONS: dict[str, Projection] = {}

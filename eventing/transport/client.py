@@ -2,7 +2,8 @@
 when the URL names a cluster (``redis+cluster://host:port/0``, ``rediss+cluster://`` for TLS; any node
 serves as the seed, the client learns the others and which slots each serves)."""
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeAlias
@@ -17,6 +18,7 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     NoPermissionError,
+    NoScriptError,
     RedisClusterException,
     TryAgainError,
 )
@@ -91,6 +93,26 @@ def get_redis(*, socket_timeout: float | None = 10.0, decode_responses: bool = T
     """A shared client. Blocking readers pass a timeout above their BLOCK time. Replies are text, or
     bytes with ``decode_responses=False``: what a stream holds need not be UTF-8, and only bytes read it all."""
     return _client(settings.REDIS_URL, socket_timeout, decode_responses)
+
+
+class LuaScript:
+    """A Lua script run by its digest (EVALSHA); a server that does not know it yet gets it whole (EVAL, which
+    also caches it there). In place of redis-py's ``register_script``, whose Script loads a missing script with
+    SCRIPT LOAD — which a cluster client sends to every master, so while one master is down a script new to
+    another (one just restarted, or never sent that script) could not run there either."""
+
+    def __init__(self, client: RedisClient, script: str) -> None:
+        self.client = client
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts by their SHA-1
+
+    def __call__(self, *, keys: Sequence[str], args: Sequence[Any] = (), client: RedisClient | None = None) -> Any:
+        """Run on the server of ``keys`` (on a cluster they share one slot), through ``client`` if given."""
+        target = client if client is not None else self.client
+        try:
+            return target.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return target.eval(self.script, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True)

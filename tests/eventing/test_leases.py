@@ -7,12 +7,12 @@ from django.db import transaction
 
 from eventing.consumer.applying import fence
 from eventing.models import ConsumerFence
-from eventing.transport.leases import LeaseLost, PartitionLeases, assignment, lease_key
+from eventing.transport.leases import LeaseLost, PartitionLeases, assignment, lease_key, token_key
 
 TTL_MS = 300
 
 
-def member(redis_client, stream: str, owner: str, partitions: int = 4) -> PartitionLeases:
+def member(redis_client, stream: str, owner: str, partitions: int = 4, token_floors=None) -> PartitionLeases:
     return PartitionLeases(
         client=redis_client,
         group="g",
@@ -20,6 +20,7 @@ def member(redis_client, stream: str, owner: str, partitions: int = 4) -> Partit
         partitions=[f"{{{stream}:p{i}}}" for i in range(partitions)],
         owner=owner,
         ttl_ms=TTL_MS,
+        token_floors=token_floors,
     )
 
 
@@ -92,3 +93,45 @@ def test_the_database_fence_refuses_a_token_older_than_one_that_has_written():
     with pytest.raises(LeaseLost), transaction.atomic():
         fence(group="g", stream="s", token=4)  # the old one, back from a pause
     assert ConsumerFence.objects.get(group="g", stream="s").token == 5
+
+
+def test_a_lease_not_renewed_for_a_ttl_stops_counting_before_redis_could_give_it_to_another(redis_client, stream):
+    a = member(redis_client, stream, "a")
+    settle(a)
+    partition = a.partitions[0]
+    assert a.token(partition) == a.held[partition].token
+    time.sleep(TTL_MS / 1000)  # no rebalance meanwhile (a pause, or a rebalance that could not reach Redis)
+    assert a.holding() == {}
+    with pytest.raises(LeaseLost) as lost:
+        a.token(partition)
+    assert lost.value.partition == partition
+
+
+def test_renewing_between_batches_keeps_the_leases_and_the_membership_without_a_rebalance(redis_client, stream):
+    a, b = member(redis_client, stream, "a"), member(redis_client, stream, "b")
+    settle(a, b)
+    mine = dict(a.held)
+    for _ in range(6):  # two TTLs of renewals only
+        time.sleep(TTL_MS / 3000)
+        a.renew()
+        b.renew()
+    assert set(a.holding()) == set(mine) and a.live_members() == ["a", "b"]
+    a.rebalance()
+    assert a.held == mine  # the same leases, the same tokens: nothing changed hands
+
+
+def test_a_token_counter_lost_with_its_master_s_data_starts_again_above_the_fence(redis_client, stream):
+    fences = {}
+    a = member(redis_client, stream, "a", token_floors=lambda streams: {s: fences[s] for s in streams if s in fences})
+    settle(a)
+    partition = a.partitions[0]
+    fences[partition] = a.held[partition].token + 41  # tokens that wrote before, say under earlier owners
+    a.release_all()
+    redis_client.delete(lease_key(stream=partition, group="g"), token_key(stream=partition, group="g"))
+    a.rebalance()
+    assert a.held[partition].token == fences[partition] + 1
+    # The same owner holding an old token below the fence (its master came back with a stale lease) gets a new one.
+    redis_client.set(lease_key(stream=partition, group="g"), f"a:{fences[partition] - 1}", px=TTL_MS)
+    a.held.clear()
+    a.rebalance()
+    assert a.held[partition].token > fences[partition]

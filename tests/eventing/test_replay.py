@@ -3,17 +3,23 @@ recomputing the inventory's state from events alone."""
 
 import io
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from mongoengine.connection import get_db
 
+from eventing.consumer.runner import StreamConsumer
+from eventing.contract.envelope import Envelope, utcnow
 from eventing.readside import projections as views
 from eventing.readside import replay
+from eventing.readside.event_log import event_log_append_many
+from eventing.readside.mongo import apply_changes
+from inventory.events import StockAdded
 from inventory.models import StockItem
 from inventory.read_models import StockView
 from inventory.services import stock_item_create
-from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView
+from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, order_view_changes
 from orders.services import OrderLineIn, order_cancel, order_place
 from tests.helpers import pump
 
@@ -182,3 +188,39 @@ def test_a_log_holding_v1_events_replays_into_correct_views(history):
 
     assert live_rows(OrderView) == before
     assert call_command("verify_projections", stdout=io.StringIO()) is None
+
+
+def test_a_redelivered_event_already_logged_is_indexed_as_the_log_holds_it(redis_client, stream):
+    # A projections process logged the event, then stopped (killed, or its lease moved on) before it wrote the
+    # log's indexes; the event comes again, received later, from another stream position.
+    event = Envelope.wrap(StockAdded(sku="C", name="Cherry", quantity=1, on_hand=1, reserved=0), aggregate_version=1)
+    first = Envelope.from_json(
+        event.to_json(), stream=stream, entry_id="1-1", received_at=utcnow() - timedelta(hours=1)
+    )
+    assert event_log_append_many(envelopes=[first]) == {event.id}
+    redis_client.xadd(stream, {"type": event.type, "data": event.to_json()})
+
+    StreamConsumer(name="projections", block_ms=5).run_until_idle()
+
+    assert replay.verify_views(names=["event-index"]) == []
+
+
+def test_a_redelivery_makes_the_listing_writes_a_stopped_process_did_not_make(redis_client, stream):
+    # A projections process wrote an order's view row, then stopped (killed, or its batch failed) before the
+    # customer's month and index, which derive from that row: the redelivery changes the row no more, and must
+    # still bring the listing up to date.
+    stock_item_create(sku="A", name="Apple", quantity=5)
+    pump("inventory", "orders")  # the projections group does not exist yet: it will read from the start
+    order = order_place(customer_id="alice", lines=[OrderLineIn("A", 2)])
+    pump("inventory", "orders")
+    for _id, fields in redis_client.xrange(stream):
+        envelope = Envelope.from_json(fields["data"])
+        if envelope.aggregate_type == "order":
+            changes = [change for _doc, change in order_view_changes(envelope.event(), envelope)]
+            apply_changes(views.active_collection(OrderView), changes)  # the row, not what derives from it
+
+    pump("projections")
+
+    assert replay.verify_views(names=["orders"]) == []
+    month = views.active_collection(CustomerOrderMonth).find_one()
+    assert month["orders"][str(order.id)]["status"] == "CONFIRMED"
