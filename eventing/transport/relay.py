@@ -223,8 +223,7 @@ def _select_pending(*, cutoff: datetime, limit: int, skip: Sequence[str]) -> lis
     if skip:
         not_skipped = f" AND stream NOT IN ({', '.join(['%s'] * len(skip))})"
         params += skip
-    # On SQLite, the text Django stored: the driver's converter would parse it into a datetime first.
-    occurred_at = "CAST(occurred_at AS TEXT)" if connection.vendor == "sqlite" else "occurred_at"
+    occurred_at = OCCURRED_AT_TEXT.get(connection.vendor, "occurred_at")
     sql = (
         f"SELECT id, stream, event_type, payload, {occurred_at} FROM {table} "  # noqa: S608 - names quoted, values bound
         f"WHERE published_at IS NULL AND occurred_at <= %s{not_skipped} ORDER BY id LIMIT %s"
@@ -234,13 +233,22 @@ def _select_pending(*, cutoff: datetime, limit: int, skip: Sequence[str]) -> lis
         return [(pk, stream, event_type, payload, _timestamp(at)) for pk, stream, event_type, payload, at in cursor]
 
 
+# occurred_at as UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]', which _timestamp rewrites in place: reading it as a
+# datetime cost more than the rest of the row (psycopg's and Django's timestamptz loaders: 4 us a row against
+# 1 us for the whole row without it; SQLite's converter parses what Django stored as text).
+OCCURRED_AT_TEXT = {
+    "sqlite": "CAST(occurred_at AS TEXT)",  # what Django stored: str() of the naive UTC time
+    "postgresql": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+}
+
+
 def _timestamp(value: datetime | str) -> str:
     """An occurred_at column as the ``timestamp`` field sends it: what ``datetime.isoformat()`` gives for the
-    aware UTC time the ORM would have read."""
+    aware UTC time the ORM would have read (no fraction when the microseconds are 0)."""
     if isinstance(value, str):
-        # SQLite: the text Django stored, str() of the naive UTC time, 'YYYY-MM-DD HH:MM:SS[.ffffff]'. Rewritten
-        # in place, a tenth of the cost of parsing it; anything else is parsed.
         if len(value) in (19, 26) and value[10] == " ":
+            if value.endswith(".000000"):
+                value = value[:19]
             return f"{value[:10]}T{value[11:]}+00:00"
         value = datetime.fromisoformat(value)
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
