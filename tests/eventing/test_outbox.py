@@ -2,10 +2,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from eventing.contract.errors import EventError
 from eventing.models import OutboxEvent
@@ -103,6 +105,22 @@ def test_the_relay_marks_published_exactly_the_rows_it_sent(settings, redis_clie
     assert unpublished == {rows[1].pk, rows[4].pk}
     sent = [json.loads(f["data"])["id"] for _, f in stream_entries(redis_client, stream)]
     assert sent == [str(row.event_id) for row in (rows[0], rows[2], rows[3])]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_more_ids_than_djangos_sqlite_parameter_limit_is_marked_published_whole(
+    settings, redis_client, stream
+):
+    occurred = timezone.now()
+    OutboxEvent.objects.bulk_create(
+        OutboxEvent(event_id=uuid.uuid4(), event_type="STOCK_ADDED", stream=stream, payload="{}", occurred_at=occurred)
+        for _ in range(1200)
+    )
+
+    assert publish_pending(client=redis_client, batch_size=1200, grace_seconds=0) == 1200
+
+    assert redis_client.xlen(stream) == 1200
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
 def django_redis_url(client) -> str:
