@@ -2,10 +2,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from eventing.contract.errors import EventError
 from eventing.models import OutboxEvent
@@ -67,6 +69,58 @@ def test_events_committed_while_redis_is_down_are_published_by_the_relay(setting
 
     assert [f["type"] for _, f in stream_entries(redis_client, stream)] == ["STOCK_ADDED", "STOCK_ADDED"]
     assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_sends_each_rows_timestamp_as_the_committing_process_would(settings, redis_client, stream):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: every row waits for the relay
+    for sku in ("T-1", "T-2", "T-3"):
+        stock_item_create(sku=sku, name="t", quantity=1)
+    # The relay reads occurred_at as the database returns it: with and without microseconds.
+    first, second, third = OutboxEvent.objects.order_by("id")
+    OutboxEvent.objects.filter(pk=second.pk).update(occurred_at=second.occurred_at.replace(microsecond=0))
+    OutboxEvent.objects.filter(pk=third.pk).update(occurred_at=third.occurred_at.replace(microsecond=7000))
+
+    settings.REDIS_URL = django_redis_url(redis_client)
+    assert publish_pending(client=get_redis(), batch_size=10, grace_seconds=0) == 3
+
+    sent = [f["timestamp"] for _, f in stream_entries(redis_client, stream)]
+    assert sent == [row.occurred_at.isoformat() for row in OutboxEvent.objects.order_by("id")]
+    assert "." not in sent[1] and sent[2].endswith(".007000+00:00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_marks_published_exactly_the_rows_it_sent(settings, redis_client, stream):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: every row waits for the relay
+    for n in range(5):
+        stock_item_create(sku=f"M-{n}", name="m", quantity=1)
+    rows = list(OutboxEvent.objects.order_by("id"))
+    # A row of a partition set aside is neither sent nor marked; nor is one past the batch.
+    OutboxEvent.objects.filter(pk=rows[1].pk).update(stream="elsewhere")
+
+    settings.REDIS_URL = django_redis_url(redis_client)
+    assert publish_pending(client=get_redis(), batch_size=3, grace_seconds=0, skip=["elsewhere"]) == 3
+
+    unpublished = set(OutboxEvent.objects.filter(published_at__isnull=True).values_list("pk", flat=True))
+    assert unpublished == {rows[1].pk, rows[4].pk}
+    sent = [json.loads(f["data"])["id"] for _, f in stream_entries(redis_client, stream)]
+    assert sent == [str(row.event_id) for row in (rows[0], rows[2], rows[3])]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_more_ids_than_djangos_sqlite_parameter_limit_is_marked_published_whole(
+    settings, redis_client, stream
+):
+    occurred = timezone.now()
+    OutboxEvent.objects.bulk_create(
+        OutboxEvent(event_id=uuid.uuid4(), event_type="STOCK_ADDED", stream=stream, payload="{}", occurred_at=occurred)
+        for _ in range(1200)
+    )
+
+    assert publish_pending(client=redis_client, batch_size=1200, grace_seconds=0) == 1200
+
+    assert redis_client.xlen(stream) == 1200
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
 def django_redis_url(client) -> str:
