@@ -102,7 +102,9 @@ def _apply_chunk(todo: list[Delivery], *, consumer: str, fences: Mapping[str, in
         raise TransientFailure(str(exc)) from exc
     finally:
         timings.observe()
-    _log_duplicates([d for d in todo if d not in fresh], consumer=consumer)
+    if len(fresh) < len(todo):
+        applied = {id(d) for d in fresh}
+        _log_duplicates([d for d in todo if id(d) not in applied], consumer=consumer)
     return None
 
 
