@@ -382,6 +382,18 @@ def faststream_read(client: redis.Redis, stream: str, events: int) -> float:
     return elapsed
 
 
+def faststream_version() -> str:
+    from importlib.metadata import version
+
+    return version("faststream")
+
+
+def faststream_json() -> str:
+    from faststream._internal import _compat  # where FastStream picks its JSON library
+
+    return "orjson" if getattr(_compat, "orjson", None) else "json"
+
+
 def p5_round(client: redis.Redis, round_no: int) -> dict[str, float]:
     """FastStream's batch subscriber and our idempotent consumer on one pre-filled stream, in turn."""
     stream = f"{STREAM}-p5-{round_no}"
@@ -536,6 +548,8 @@ def main() -> None:
             f" {statistics.median(r['ours'] for r in p5):.0f} ev/s;"
             f" P5 ours/FastStream: {statistics.median(r['ours'] / r['faststream'] for r in p5):.2f}x (target >= 1.0x)"
         )
+        # FastStream reads and writes its JSON with orjson when it is installed, else with json.
+        lines.append(f"   (FastStream {faststream_version()}, its JSON by {faststream_json()})")
     print("\n== consumer throughput ==\n" + "\n".join(lines))
 
 
