@@ -29,7 +29,7 @@ from eventing.contract.consumers import BatchHandlerFunc, Handler, HandlerFunc
 from eventing.contract.envelope import CANONICAL_UUID, Envelope
 from eventing.models import ConsumerFence, DeadLetter, ProcessedEvent
 from eventing.telemetry import tracing
-from eventing.telemetry.metrics import HANDLER_SECONDS
+from eventing.telemetry.metrics import HANDLER_SECONDS, observe_each
 from eventing.transport.leases import LeaseLost
 from eventing.transport.streams import base_stream
 
@@ -146,9 +146,7 @@ class Timings:
 
     def observe(self) -> None:
         for event_type, shares in self.by_type.items():
-            series = HANDLER_SECONDS.labels(self.consumer, event_type)
-            for share in shares:
-                series.observe(share)
+            observe_each(HANDLER_SECONDS.labels(self.consumer, event_type), shares)
         self.by_type = {}
 
 
