@@ -89,7 +89,7 @@ def _field_names(cls: Any) -> frozenset[str]:
 
 class _Reader:
     """How one event class reads its data fast: each field whose hint is str, int or bool is checked by
-    its exact JSON type, any other by its shape; and, for a plain frozen dataclass, the instance is built
+    its exact JSON type, any other by its shape; and, for a plain dataclass, the instance is built
     without __init__ (whose frozen assignments cost more than the check)."""
 
     def __init__(self, cls: type[Event]) -> None:
