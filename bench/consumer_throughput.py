@@ -1,6 +1,7 @@
 """Consumer throughput on a pre-filled stream, each path next to a raw baseline in the same run.
 
     .venv/bin/python bench/consumer_throughput.py [--events 20000] [--database sqlite|postgres]
+        [--skip-p1] [--skip-p6] [--faststream]
 
 P1, in this process, --rounds times on a fresh stream of --events STOCK_ADDED entries (the fields
 the relay writes: type, data, timestamp), each read by its own group:
@@ -28,6 +29,15 @@ timed; the bench watches XINFO GROUPS until pending and lag are 0, then SIGTERMs
 serialises writers (IMMEDIATE transactions): there only the work outside the write transaction
 (reading, decoding, acking) overlaps. A second process also needs a spare core: the machine's CPU
 count and load are printed.
+
+P5, with --faststream (FastStream is a bench-only dependency: `.venv/bin/pip install -r
+requirements-bench.txt`), in this process, --p5-rounds times on a fresh stream of --events entries, each
+read by its own group, in alternating order: FastStream's Redis stream subscriber in batch mode
+(StreamSub(batch=True, max_records=100) in a consumer group, acking each batch after its handler, as its
+default ack policy does), whose handler json-decodes each envelope of its batch and does nothing else,
+against the idempotent StreamConsumer above (which also validates each envelope and its event, and counts
+it). Each rate is timed from the start of reading until the group has nothing pending or left to read;
+the last line is ours against FastStream (target >= 1.0x), the median of each round's ratio.
 
 Everything lives in scratch stores of the bench's own, dropped at the end: a temporary SQLite file or
 a PostgreSQL database it creates (--postgres-url, the server `scripts/services start postgres` runs),
@@ -71,7 +81,15 @@ def parse_args() -> argparse.Namespace:
         "--p6-rounds", type=int, default=2, help="P6 rounds, in the order 1, 2, 2, 1, ... processes; means are reported"
     )
     parser.add_argument("--skus", type=int, default=1000, help="distinct rows the P6 handler writes to")
-    parser.add_argument("--skip-p6", action="store_true", help="P1 only")
+    parser.add_argument("--skip-p6", action="store_true", help="no P6")
+    parser.add_argument("--skip-p1", action="store_true", help="no P1")
+    parser.add_argument(
+        "--faststream",
+        action="store_true",
+        help="P5: also FastStream's batch stream subscriber against the idempotent consumer (pip install -r "
+        "requirements-bench.txt first)",
+    )
+    parser.add_argument("--p5-rounds", type=int, default=3, help="P5 rounds; medians are reported")
     parser.add_argument(
         "--profile", action="store_true", help="print a cProfile of the last round's idempotent and transactional runs"
     )
@@ -93,7 +111,10 @@ os.environ["MONGODB_URI"] = BASE_MONGODB_URI.rsplit("/", 1)[0] + f"/{MONGO_DB}"
 os.environ["EVENTING_STREAM"] = STREAM
 os.environ["EVENTING_EXTRA_HANDLER_MODULES"] = "bench.consumer_handlers"
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-os.environ.setdefault("DJANGO_DEBUG", "true")  # a local development run
+# As production runs the consumers: debug off (Django's debug cursor logs every query, and on SQLite quotes its
+# parameters with a query of its own: 6% of the transactional path), so with a secret key of the run's own.
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DJANGO_SECRET_KEY", f"bench-{uuid.uuid4().hex}{uuid.uuid4().hex}")
 os.environ["LOG_LEVEL"] = "WARNING"
 
 import django  # noqa: E402
@@ -324,6 +345,70 @@ def p6_run(client: redis.Redis, processes: int, round_no: int) -> tuple[float, l
     return elapsed, shares
 
 
+def faststream_read(client: redis.Redis, stream: str, events: int) -> float:
+    """FastStream's batch stream subscriber draining ``stream`` in a group of its own: the seconds from the
+    start of reading until the group has nothing left to read or pending."""
+    import asyncio
+
+    from faststream.redis import RedisBroker, StreamSub
+
+    group = "bench-faststream"
+    client.xgroup_create(stream, group, id="0")  # from the start, as every group here reads
+
+    async def run() -> float:
+        # Without logging, as our consumer logs nothing per batch at the bench's WARNING level.
+        broker = RedisBroker(settings.REDIS_URL, logger=None)
+        handled = 0
+        sub = StreamSub(stream, group=group, consumer="bench", batch=True, max_records=READ_COUNT, polling_interval=100)
+
+        @broker.subscriber(stream=sub)
+        async def handle(body: list) -> None:  # type: ignore[type-arg]  # a bare list: FastStream validates nothing more
+            nonlocal handled
+            for item in body:  # each entry's fields, as FastStream decodes them; the envelope is their data
+                json.loads(item["data"])
+            handled += len(body)
+
+        await broker.connect()
+        start = time.perf_counter()
+        await broker.start()
+        while handled < events or not drained(client, stream, group):
+            await asyncio.sleep(0.001)
+        elapsed = time.perf_counter() - start
+        await broker.stop()
+        return elapsed
+
+    elapsed = asyncio.run(run())
+    assert drained(client, stream, group)
+    return elapsed
+
+
+def faststream_version() -> str:
+    from importlib.metadata import version
+
+    return version("faststream")
+
+
+def faststream_json() -> str:
+    from faststream._internal import _compat  # where FastStream picks its JSON library
+
+    return "orjson" if getattr(_compat, "orjson", None) else "json"
+
+
+def p5_round(client: redis.Redis, round_no: int) -> dict[str, float]:
+    """FastStream's batch subscriber and our idempotent consumer on one pre-filled stream, in turn."""
+    stream = f"{STREAM}-p5-{round_no}"
+    fill(client, stream, ARGS.events)
+    rates: dict[str, float] = {}
+    runs = {
+        "faststream": lambda: faststream_read(client, stream, ARGS.events),
+        "ours": lambda: consume(client, IDEMPOTENT.name, stream, ARGS.events, group=f"{IDEMPOTENT.name}-p5"),
+    }
+    for name in sorted(runs, reverse=round_no % 2 == 1):  # in turn first, so neither is favoured
+        rates[name] = ARGS.events / runs[name]()
+    client.delete(stream)
+    return rates
+
+
 def tail(logs: list[Path]) -> str:
     return " | ".join(f"{log.name}: {log.read_text()[-600:]!r}" for log in logs if log.exists())
 
@@ -375,6 +460,7 @@ def main() -> None:
         profilers = {"idempotent": cProfile.Profile(), "transactional": cProfile.Profile()}
     rounds: list[dict[str, float]] = []
     p6: dict[int, list[float]] = {1: [], 2: []}
+    p5: list[dict[str, float]] = []
     machine = ""
     try:
         call_command("migrate", verbosity=0)
@@ -382,7 +468,7 @@ def main() -> None:
         machine = f"{os.cpu_count()} CPU(s), load average {', '.join(f'{n:.1f}' for n in os.getloadavg())} at the start"
         print(f"database: {connection.vendor} ({connection.settings_dict['NAME']}); stream {STREAM}*")
         print(f"machine: {machine}")
-        for round_no in range(ARGS.rounds):
+        for round_no in range(0 if ARGS.skip_p1 else ARGS.rounds):
             last = round_no == ARGS.rounds - 1
             rates = p1_round(client, round_no, profilers if last else None)
             rounds.append(rates)
@@ -405,6 +491,12 @@ def main() -> None:
                         f"P6 round {round_no + 1}, {processes} process(es): {p6[processes][-1]:.0f} ev/s"
                         f" (events per process: {shares})"
                     )
+        for round_no in range(ARGS.p5_rounds if ARGS.faststream else 0):
+            p5.append(p5_round(client, round_no))
+            print(
+                f"P5 round {round_no + 1}: FastStream batch {p5[-1]['faststream']:.0f} ev/s,"
+                f" ours {p5[-1]['ours']:.0f} ev/s"
+            )
     finally:
         cleanup(client)
 
@@ -417,37 +509,47 @@ def main() -> None:
             stats.sort_stats("cumulative").print_stats(r"eventing|django/db|redis/client", 30)
             stats.sort_stats("tottime").print_stats(15)
 
-    raw = statistics.median(r["raw"] for r in rounds)
-    raw_json = statistics.median(r["raw_json"] for r in rounds)
-    idem = statistics.median(r["idempotent"] for r in rounds)
-    trans = statistics.median(r["transactional"] for r in rounds)
-    idem_ratio = statistics.median(r["idempotent"] / r["raw"] for r in rounds)
-    trans_ratio = statistics.median(r["transactional"] / r["raw"] for r in rounds)
-    lines = [
-        f"database: {connection.vendor}; machine: {machine}",
-        f"P1: {ARGS.events} events per run, medians of {ARGS.rounds} round(s);"
-        f" commit every {settings.EVENTING_COMMIT_EVERY}, read count {READ_COUNT}",
-        f"P1 raw: {raw:.0f} ev/s; idempotent: {idem:.0f} ev/s ({idem_ratio:.2f}x, target >= 0.7x);"
-        f" transactional: {trans:.0f} ev/s ({trans_ratio:.2f}x, target >= 0.25x)",
-        f"   (for reference, raw + json.loads of each envelope: {raw_json:.0f} ev/s,"
-        f" {statistics.median(r['raw_json'] / r['raw'] for r in rounds):.2f}x raw)",
-    ]
-    for path in ("idempotent", "transactional"):
-        # Ratios per round, then the median: each round's modes ran seconds apart.
-        overhead = statistics.median(r[f"{path}_bare"] / r[path] - 1 for r in rounds)
-        traced = statistics.median(r[f"{path}_bare"] / r[f"{path}_traced"] - 1 for r in rounds)
-        lines.append(
-            f"telemetry, {path}: bare {statistics.median(r[f'{path}_bare'] for r in rounds):.0f} ev/s,"
-            f" as shipped {statistics.median(r[path] for r in rounds):.0f} ev/s (metrics on, tracing off):"
-            f" overhead {overhead:+.1%} (target <= 10%); traced, exporting nowhere:"
-            f" {statistics.median(r[f'{path}_traced'] for r in rounds):.0f} ev/s ({traced:+.1%})"
-        )
+    lines = [f"database: {connection.vendor}; machine: {machine}"]
+    if rounds:
+        raw = statistics.median(r["raw"] for r in rounds)
+        raw_json = statistics.median(r["raw_json"] for r in rounds)
+        idem = statistics.median(r["idempotent"] for r in rounds)
+        trans = statistics.median(r["transactional"] for r in rounds)
+        idem_ratio = statistics.median(r["idempotent"] / r["raw"] for r in rounds)
+        trans_ratio = statistics.median(r["transactional"] / r["raw"] for r in rounds)
+        lines += [
+            f"P1: {ARGS.events} events per run, medians of {ARGS.rounds} round(s);"
+            f" commit every {settings.EVENTING_COMMIT_EVERY}, read count {READ_COUNT}",
+            f"P1 raw: {raw:.0f} ev/s; idempotent: {idem:.0f} ev/s ({idem_ratio:.2f}x, target >= 0.7x);"
+            f" transactional: {trans:.0f} ev/s ({trans_ratio:.2f}x, target >= 0.25x)",
+            f"   (for reference, raw + json.loads of each envelope: {raw_json:.0f} ev/s,"
+            f" {statistics.median(r['raw_json'] / r['raw'] for r in rounds):.2f}x raw)",
+        ]
+        for path in ("idempotent", "transactional"):
+            # Ratios per round, then the median: each round's modes ran seconds apart.
+            overhead = statistics.median(r[f"{path}_bare"] / r[path] - 1 for r in rounds)
+            traced = statistics.median(r[f"{path}_bare"] / r[f"{path}_traced"] - 1 for r in rounds)
+            lines.append(
+                f"telemetry, {path}: bare {statistics.median(r[f'{path}_bare'] for r in rounds):.0f} ev/s,"
+                f" as shipped {statistics.median(r[path] for r in rounds):.0f} ev/s (metrics on, tracing off):"
+                f" overhead {overhead:+.1%} (target <= 10%); traced, exporting nowhere:"
+                f" {statistics.median(r[f'{path}_traced'] for r in rounds):.0f} ev/s ({traced:+.1%})"
+            )
     if p6[1]:
         one, two = statistics.mean(p6[1]), statistics.mean(p6[2])
         lines.append(
             f"P6 inventory-like ({ARGS.p6_events} events, {ARGS.skus} skus, means of {ARGS.p6_rounds} round(s)),"
             f" 1 process: {one:.0f} ev/s, 2 processes: {two:.0f} ev/s; P6 2 processes: {two / one:.2f}x"
         )
+    if p5:
+        lines.append(
+            f"P5 ({ARGS.events} events per run, medians of {ARGS.p5_rounds} round(s)): FastStream batch"
+            f" {statistics.median(r['faststream'] for r in p5):.0f} ev/s, ours (idempotent)"
+            f" {statistics.median(r['ours'] for r in p5):.0f} ev/s;"
+            f" P5 ours/FastStream: {statistics.median(r['ours'] / r['faststream'] for r in p5):.2f}x (target >= 1.0x)"
+        )
+        # FastStream reads and writes its JSON with orjson when it is installed, else with json.
+        lines.append(f"   (FastStream {faststream_version()}, its JSON by {faststream_json()})")
     print("\n== consumer throughput ==\n" + "\n".join(lines))
 
 

@@ -26,10 +26,10 @@ from eventing.consumer.decoding import Delivery, Entry
 from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Kind, TransientFailure, classify
 from eventing.contract import context
 from eventing.contract.consumers import BatchHandlerFunc, Handler, HandlerFunc
-from eventing.contract.envelope import Envelope
+from eventing.contract.envelope import CANONICAL_UUID, Envelope
 from eventing.models import ConsumerFence, DeadLetter, ProcessedEvent
 from eventing.telemetry import tracing
-from eventing.telemetry.metrics import HANDLER_SECONDS
+from eventing.telemetry.metrics import HANDLER_SECONDS, observe_each
 from eventing.transport.leases import LeaseLost
 from eventing.transport.streams import base_stream
 
@@ -85,6 +85,7 @@ class _HandlerFailed(Exception):
 
 def _apply_chunk(todo: list[Delivery], *, consumer: str, fences: Mapping[str, int]) -> HandlerFailure | None:
     """One transaction for the whole chunk; the first handler failure, or None when all committed."""
+    timings = Timings(consumer)
     try:
         with transaction.atomic():
             for partition in sorted({base_stream(d.entry.stream) for d in todo} & set(fences)):
@@ -94,12 +95,16 @@ def _apply_chunk(todo: list[Delivery], *, consumer: str, fences: Mapping[str, in
             firsts = {d.envelope.id: d for d in reversed(todo)}
             fresh = [d for d in todo if d.envelope.id in new and firsts[d.envelope.id] is d]
             for delivery in fresh:
-                _run_handlers(delivery, consumer=consumer)
+                _run_handlers(delivery, consumer=consumer, timings=timings)
     except _HandlerFailed as failed:
         return failed.failure
     except TRANSIENT_ERRORS as exc:
         raise TransientFailure(str(exc)) from exc
-    _log_duplicates([d for d in todo if d not in fresh], consumer=consumer)
+    finally:
+        timings.observe()
+    if len(fresh) < len(todo):
+        applied = {id(d) for d in fresh}
+        _log_duplicates([d for d in todo if id(d) not in applied], consumer=consumer)
     return None
 
 
@@ -119,14 +124,33 @@ def event_span(delivery: Delivery, *, consumer: str) -> Any:
     )
 
 
-def _observe(consumer: str, deliveries: list[Delivery], seconds: float) -> None:
-    """The handlers' time, shared by the events it was spent on."""
-    share = seconds / len(deliveries)
-    for delivery in deliveries:
-        HANDLER_SECONDS.labels(consumer, delivery.envelope.type).observe(share)
+class Timings:
+    """The handlers' time per event (HANDLER_SECONDS), gathered during a batch or a chunk and observed at its
+    end: the labelled series is looked up once per event type, not once per event."""
+
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+        self.by_type: dict[str, list[float]] = {}
+
+    def add(self, deliveries: list[Delivery], seconds: float) -> None:
+        """The handlers' time, shared by the events it was spent on."""
+        share = seconds / len(deliveries)
+        for delivery in deliveries:
+            self.add_one(delivery.envelope.type, share)
+
+    def add_one(self, event_type: str, seconds: float) -> None:
+        found = self.by_type.get(event_type)
+        if found is None:
+            found = self.by_type[event_type] = []
+        found.append(seconds)
+
+    def observe(self) -> None:
+        for event_type, shares in self.by_type.items():
+            observe_each(HANDLER_SECONDS.labels(self.consumer, event_type), shares)
+        self.by_type = {}
 
 
-def _run_handlers(delivery: Delivery, *, consumer: str) -> None:
+def _run_handlers(delivery: Delivery, *, consumer: str, timings: Timings) -> None:
     envelope = delivery.envelope
     started = time.perf_counter()
     with (
@@ -142,7 +166,7 @@ def _run_handlers(delivery: Delivery, *, consumer: str) -> None:
                 raise
             except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
                 raise _HandlerFailed(HandlerFailure(delivery, handler, exc, tb.format_exc())) from exc
-    _observe(consumer, [delivery], time.perf_counter() - started)
+    timings.add_one(envelope.type, time.perf_counter() - started)
 
 
 def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
@@ -153,18 +177,26 @@ def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
     id_field = ProcessedEvent._meta.get_field("event_id")
     at_field = ProcessedEvent._meta.get_field("processed_at")
     now = at_field.get_db_prep_value(timezone.now(), connection)
-    ids = list(dict.fromkeys(d.envelope.id for d in deliveries))
-    values = ", ".join(["(%s, %s, %s)"] * len(ids))
+    # Each event id as the column stores it, mapped back to the envelope's.
+    if connection.features.has_native_uuid_field:
+        stored = {id_field.get_db_prep_value(uuid.UUID(d.envelope.id), connection): d.envelope.id for d in deliveries}
+    else:  # 32 hex digits (UUIDField.get_db_prep_value), written from the id without parsing it when it is canonical
+        stored = {_uuid_hex(d.envelope.id): d.envelope.id for d in deliveries}
+    values = ", ".join(["(%s, %s, %s)"] * len(stored))
     params: list[Any] = []
-    for event_id in ids:
-        params += [consumer, id_field.get_db_prep_value(uuid.UUID(event_id), connection), now]
+    for event_id in stored:
+        params += [consumer, event_id, now]
     sql = (
         f"INSERT INTO {table} (consumer, event_id, processed_at) VALUES {values} "  # noqa: S608 - names quoted, values bound
         "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+        return {stored.get(row[0]) or str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+
+def _uuid_hex(event_id: str) -> str:
+    return event_id.replace("-", "") if CANONICAL_UUID.fullmatch(event_id) else uuid.UUID(event_id).hex
 
 
 def fence(*, group: str, stream: str, token: int) -> None:
@@ -218,39 +250,49 @@ def _apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[Hand
     once per delivery. A failing batch is redone delivery by delivery, so only the events that fail are
     reported (a delivery's later handlers are skipped once it failed)."""
     failed: dict[str, HandlerFailure] = {}
+    # Deliveries of one event type share their list of handlers (decode_all): the lists, each once.
+    routes = list({id(d.handlers): d.handlers for d in deliveries}.values())
     # Handlers grouped by what runs: a batch function, or a handler of its own.
     groups: dict[object, list[Handler]] = {}
-    for delivery in deliveries:
-        for h in delivery.handlers:
+    for route in routes:
+        for h in route:
             if h.idempotent:
                 group = groups.setdefault(h.func if h.batch else h, [])
-                if h not in group:
+                if not any(h is seen for seen in group):
                     group.append(h)
-    for group in groups.values():
-        targets = [
-            (d, next(h for h in group if h in d.handlers))
-            for d in deliveries
-            if d.entry.id not in failed and any(h in d.handlers for h in group)
-        ]
-        first = group[0]
-        if first.batch and len(targets) > 1:
-            try:
-                started = time.perf_counter()
-                cast(BatchHandlerFunc, first.func)([(d.event, d.envelope) for d, _h in targets])
-                _observe(consumer, [d for d, _h in targets], time.perf_counter() - started)
-                continue
-            except TRANSIENT_ERRORS as exc:
-                raise TransientFailure(str(exc)) from exc
-            except Exception:  # noqa: BLE001 - redone one by one below, where the failure is pinned to its event
-                logger.warning("%s failed on a batch of %d; applying its events one by one", first.name, len(targets))
-        for delivery, handler in targets:
-            failure = _run_idempotent(handler, delivery, consumer=consumer)
-            if failure is not None:
-                failed[delivery.entry.id] = failure
+    timings = Timings(consumer)
+    try:
+        for group in groups.values():
+            # Each route's first handler of the group, if it has one.
+            chosen = {id(route): next((h for h in group if any(h is r for r in route)), None) for route in routes}
+            targets = [
+                (d, handler)
+                for d in deliveries
+                if (handler := chosen[id(d.handlers)]) is not None and d.entry.id not in failed
+            ]
+            first = group[0]
+            if first.batch and len(targets) > 1:
+                try:
+                    started = time.perf_counter()
+                    cast(BatchHandlerFunc, first.func)([(d.event, d.envelope) for d, _h in targets])
+                    timings.add([d for d, _h in targets], time.perf_counter() - started)
+                    continue
+                except TRANSIENT_ERRORS as exc:
+                    raise TransientFailure(str(exc)) from exc
+                except Exception:  # noqa: BLE001 - redone one by one below, where the failure is pinned to its event
+                    logger.warning(
+                        "%s failed on a batch of %d; applying its events one by one", first.name, len(targets)
+                    )
+            for delivery, handler in targets:
+                failure = _run_idempotent(handler, delivery, timings=timings)
+                if failure is not None:
+                    failed[delivery.entry.id] = failure
+    finally:
+        timings.observe()
     return list(failed.values())
 
 
-def _run_idempotent(handler: Handler, delivery: Delivery, *, consumer: str) -> HandlerFailure | None:
+def _run_idempotent(handler: Handler, delivery: Delivery, *, timings: Timings) -> HandlerFailure | None:
     envelope = delivery.envelope
     started = time.perf_counter()
     with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
@@ -263,7 +305,7 @@ def _run_idempotent(handler: Handler, delivery: Delivery, *, consumer: str) -> H
             raise TransientFailure(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
             return HandlerFailure(delivery, handler, exc, tb.format_exc())
-    _observe(consumer, [delivery], time.perf_counter() - started)
+    timings.add_one(envelope.type, time.perf_counter() - started)
     return None
 
 

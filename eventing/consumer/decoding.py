@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import traceback
+from datetime import datetime
 
 from django.conf import settings
 
@@ -42,10 +43,8 @@ class Delivery:
     envelope: Envelope
     event: Event | None
     handlers: list[Handler]
-
-    @property
-    def transactional(self) -> bool:
-        return any(not handler.idempotent for handler in self.handlers)
+    # Whether a handler runs in the inbox transaction (any that is not idempotent).
+    transactional: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,17 +58,47 @@ class Rejection:
 
 def decode(entry: Entry, *, consumer: str) -> Delivery | Rejection:
     """The entry as work for ``consumer``, or why it can never be applied (decoded once, here). Never raises."""
+    return decode_all([entry], consumer=consumer)[0]
+
+
+def decode_all(entries: list[Entry], *, consumer: str) -> list[Delivery | Rejection]:
+    """``decode`` of each entry of a batch, received at one time: the deliveries of one event type share
+    one list of handlers, looked up once per batch."""
+    batch = _Batch(consumer=consumer, received_at=utcnow(), max_bytes=settings.EVENTING_MAX_PAYLOAD_BYTES)
+    return [_decode(entry, batch) for entry in entries]
+
+
+@dataclasses.dataclass
+class _Batch:
+    """What every entry of a batch is decoded with, and the routes of the event types met so far."""
+
+    consumer: str
+    received_at: datetime
+    max_bytes: int
+    routes: dict[str, tuple[list[Handler], bool]] = dataclasses.field(default_factory=dict)
+
+    def route(self, event_type: str) -> tuple[list[Handler], bool]:
+        """The consumer's handlers for the type, and whether one is transactional."""
+        found = self.routes.get(event_type)
+        if found is None:
+            event_class(event_type)  # an unknown type is refused by every consumer
+            handlers = handlers_for(self.consumer, event_type)
+            found = self.routes[event_type] = (handlers, any(not handler.idempotent for handler in handlers))
+        return found
+
+
+def _decode(entry: Entry, batch: _Batch) -> Delivery | Rejection:
+    consumer = batch.consumer
     envelope: Envelope | None = None
     try:
         data = entry.fields.get(DATA)
         if data is None:
             raise UndecodableEvent("the entry has no data field")
         size = sum(map(len, entry.fields)) + sum(map(len, entry.fields.values()))
-        if size > settings.EVENTING_MAX_PAYLOAD_BYTES:
-            raise OversizeEvent(f"entry of {size} bytes is over the {settings.EVENTING_MAX_PAYLOAD_BYTES}-byte limit")
-        envelope = Envelope.from_json(data, stream=entry.stream, entry_id=entry.id, received_at=utcnow())
-        event_class(envelope.type)  # an unknown type is refused by every consumer
-        handlers = handlers_for(consumer, envelope.type)
+        if size > batch.max_bytes:
+            raise OversizeEvent(f"entry of {size} bytes is over the {batch.max_bytes}-byte limit")
+        envelope = Envelope.from_json(data, stream=entry.stream, entry_id=entry.id, received_at=batch.received_at)
+        handlers, transactional = batch.route(envelope.type)
         event = envelope.event() if handlers else None
     except EventError as exc:
         return Rejection(entry, Failure.first_and_final(reason=exc.reason, error=exc, message=str(exc)), envelope)
@@ -81,7 +110,7 @@ def decode(entry: Entry, *, consumer: str) -> Delivery | Rejection:
             reason=_reason(envelope), error=exc, message=str(exc), traceback=traceback.format_exc()
         )
         return Rejection(entry, failure, envelope)
-    return Delivery(entry=entry, envelope=envelope, event=event, handlers=handlers)
+    return Delivery(entry=entry, envelope=envelope, event=event, handlers=handlers, transactional=transactional)
 
 
 def _reason(envelope: Envelope | None) -> DeadLetterReason:

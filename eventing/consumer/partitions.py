@@ -358,9 +358,12 @@ class Partitions:
         """Ack the entries and forget their failure counts, in one round trip (on a cluster, one per master)."""
         if not entries:
             return
-        by_partition: dict[str, list[Entry]] = defaultdict(list)
+        read_from: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
-            by_partition[self.io_of(entry.stream).stream].append(entry)
+            read_from[entry.stream].append(entry)
+        by_partition: dict[str, list[Entry]] = defaultdict(list)
+        for stream, read in read_from.items():
+            by_partition[self.io_of(stream).stream] += read
         pipe = self.redis.pipeline(transaction=False)
         if self.leases is None:
             for stream, part in by_partition.items():

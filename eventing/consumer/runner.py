@@ -38,7 +38,7 @@ from eventing.consumer.applying import (
     fence,
     record_dead_letter,
 )
-from eventing.consumer.decoding import Delivery, Entry, Rejection, decode
+from eventing.consumer.decoding import Delivery, Entry, Rejection, decode, decode_all
 from eventing.consumer.group import ConsumerError, PendingRetry
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord
 from eventing.consumer.partitions import Partitions
@@ -227,8 +227,7 @@ class StreamConsumer:
         work: list[Delivery] = []
         finished: list[Entry] = []
         try:
-            for entry in entries:
-                decoded = decode(entry, consumer=self.name)
+            for entry, decoded in zip(entries, decode_all(entries, consumer=self.name), strict=True):
                 if isinstance(decoded, Rejection):
                     self._dead_letter(entry, decoded.failure, decoded.envelope)
                     finished.append(entry)
@@ -236,14 +235,17 @@ class StreamConsumer:
                     work.append(decoded)
             committed: list[Delivery] = []
             failures: list[HandlerFailure] = []
-            # With leases: this process's tokens for the batch's partitions; LeaseLost if one moved on.
-            fences = self.partitions.fencing_tokens(entries) if any(d.transactional for d in work) else {}
-            for start in range(0, len(work), self.commit_every):
-                chunk = work[start : start + self.commit_every]
-                with publishing_batch():
-                    applied, chunk_failures = apply_transactional(chunk, consumer=self.name, fences=fences)
-                committed += [d for d in chunk if d.entry.id in applied]
-                failures += chunk_failures
+            if any(d.transactional for d in work):
+                # With leases: this process's tokens for the batch's partitions; LeaseLost if one moved on.
+                fences = self.partitions.fencing_tokens(entries)
+                for start in range(0, len(work), self.commit_every):
+                    chunk = work[start : start + self.commit_every]
+                    with publishing_batch():
+                        applied, chunk_failures = apply_transactional(chunk, consumer=self.name, fences=fences)
+                    committed += [d for d in chunk if d.entry.id in applied]
+                    failures += chunk_failures
+            else:  # nothing to commit: the idempotent handlers alone
+                committed = work
             failures += apply_idempotent(committed, consumer=self.name)
             failed = {f.delivery.entry.id for f in failures}
             applied_ok = [d for d in committed if d.entry.id not in failed]

@@ -8,9 +8,8 @@ handlers run, so every event emitted and every log line carries them.
 import logging
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from types import TracebackType
 
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
@@ -42,14 +41,24 @@ def get_causation_id() -> str | None:
     return _causation_id.get()
 
 
-@contextmanager
-def bind(*, correlation_id: str, causation_id: str | None = None) -> Iterator[None]:
-    """Bind the ids for the duration of the block, then restore the previous ones."""
-    corr_token = _correlation_id.set(correlation_id)
-    cause_token = _causation_id.set(causation_id)
-    try:
-        yield
-    finally:
+class bind:  # lower case: used as the function it replaced, `with bind(correlation_id=...)`
+    """Bind the ids for the duration of the block, then restore the previous ones. A class rather than a
+    generator-based context manager: the consumer binds once per event, and this costs less than half as much."""
+
+    __slots__ = ("_correlation_id", "_causation_id", "_tokens")
+    _tokens: tuple[Token[str | None], Token[str | None]]
+
+    def __init__(self, *, correlation_id: str, causation_id: str | None = None) -> None:
+        self._correlation_id = correlation_id
+        self._causation_id = causation_id
+
+    def __enter__(self) -> None:
+        self._tokens = (_correlation_id.set(self._correlation_id), _causation_id.set(self._causation_id))
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        corr_token, cause_token = self._tokens
         _causation_id.reset(cause_token)
         _correlation_id.reset(corr_token)
 

@@ -1,8 +1,15 @@
+import dataclasses
 import json
+from unittest import mock
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
-from eventing.contract.envelope import MAX_NESTING, Envelope, nesting
+from eventing.contract import envelope as envelope_module
+from eventing.contract import events as events_module
+from eventing.contract.context import MAX_ID_LENGTH
+from eventing.contract.envelope import FIELD_MAX_LENGTHS, MAX_NESTING, TRACE_FIELDS, Envelope, nesting
 from eventing.contract.errors import EventError, OversizeEvent
 from eventing.contract.events import Event, registered_event_types
 from inventory.events import StockAdded
@@ -103,3 +110,175 @@ def test_an_envelope_nested_deeper_than_the_limit_is_oversize_whatever_the_recur
         Envelope.from_json(nested(MAX_NESTING + 1))
     with pytest.raises(OversizeEvent, match="nested 20000 levels deep"):
         Envelope.from_json('{"a":' * 20_000 + "1" + "}" * 20_000)
+
+
+# The fast reading of an entry's bytes (orjson, then checks of JSON's exact types) must give what the full
+# reading gives (json, then every check in its order): the same envelope and event, or the same error.
+
+UUIDS = ("4f0e5e9a-3b1c-4d2e-9f00-0123456789ab", "4F0E5E9A-3B1C-4D2E-9F00-0123456789AB",
+         "{4f0e5e9a-3b1c-4d2e-9f00-0123456789ab}", "urn:uuid:4f0e5e9a-3b1c-4d2e-9f00-0123456789ab",
+         "4f0e5e9a3b1c4d2e9f000123456789ab", "4f0e5e9a-3b1c-4d2e-9f00-0123456789ab\n", "not-a-uuid")  # fmt: skip
+TIMES = ("2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00",
+         "0001-01-01T00:00:00+01:00", "2026-13-01T00:00:00+00:00", "yesterday", "")  # fmt: skip
+# Numbers as text, spliced into the JSON: integers about the 64-bit limits, and ones json and orjson read
+# differently (orjson refuses NaN and infinities; it would read an integer beyond 64 bits as a float).
+NUMBERS = ("9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
+           "18446744073709551615", "18446744073709551616", "123456789012345678901234567890", "1e999", "-1E400",
+           "NaN", "Infinity", "1.5", "-0", "0.1e-400", "1.7976931348623157e308")  # fmt: skip
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=6,
+)
+VALUES = st.one_of(JSON, st.sampled_from(UUIDS + TIMES))
+# Values one JSON type away from a field's: a bool for an int, a float for an int, text for a number, ...
+SCALARS = (True, False, 0, 1, -1, 1.0, "1", "", None, [], {}, [1], {"a": 1})
+# The longest value of each text field: the values drawn for it are about that long.
+LIMITS = {**FIELD_MAX_LENGTHS, **TRACE_FIELDS}
+ENVELOPE_KEYS = ("id", "type", "version", "occurred_at", "correlation_id", "causation_id", "aggregate_type",
+                 "aggregate_id", "aggregate_version", "data", "traceparent", "tracestate", "extra")  # fmt: skip
+
+
+@st.composite
+def entry_data(draw: st.DrawFn) -> bytes:
+    """An envelope as an entry's bytes, with a few of its fields and of its data's changed (often none of one
+    or the other, so that the data's checks are reached)."""
+    cls = draw(st.sampled_from([StockAdded, OrderCreated]))
+    doc = Envelope.wrap(sample(cls), aggregate_version=1).to_dict()
+    numbers: dict[str, str] = {}
+    changes = [(doc, key) for key in draw(st.lists(st.sampled_from(ENVELOPE_KEYS), max_size=2) | st.just([]))]
+    data_keys = st.sampled_from([*sorted(doc["data"]), "extra"])
+    changes += [(doc["data"], key) for key in draw(st.lists(data_keys, max_size=2))]
+    for target, key in changes:
+        if not isinstance(target, dict):
+            continue
+        choice = draw(st.integers(0, 9))
+        if choice == 0:
+            target.pop(key, None)
+        elif choice <= 2:
+            marker = f"@number{len(numbers)}@"
+            numbers[f'"{marker}"'] = draw(st.sampled_from(NUMBERS))
+            target[key] = marker
+        elif choice <= 4:
+            length = LIMITS.get(key, MAX_ID_LENGTH) + draw(st.sampled_from([0, 1]))
+            target[key] = draw(st.sampled_from("a\u00e9\ud800")) * length
+        elif choice <= 6:
+            target[key] = draw(st.sampled_from(SCALARS))
+        else:
+            target[key] = draw(VALUES)
+    text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
+    for marker, number in numbers.items():
+        text = text.replace(marker, number)
+    return text.encode(errors="surrogatepass")
+
+
+def outcome(read) -> tuple:  # type: ignore[no-untyped-def]
+    """What reading gives, to compare: every field's value and type, or the error."""
+    try:
+        envelope = read()
+    except EventError as exc:
+        return ("refused", type(exc), str(exc))
+    fields = {f.name: getattr(envelope, f.name) for f in dataclasses.fields(Envelope)}
+    try:
+        event = envelope.event()
+    except EventError as exc:
+        return ("envelope", repr(fields), type(exc), str(exc))
+    return ("event", repr(fields), repr(event), {name: type(value) for name, value in vars(event).items()})
+
+
+def read_both_ways(raw: bytes) -> tuple[tuple, tuple]:  # type: ignore[type-arg]
+    """What the fast reading gives, and what the full one gives."""
+    fast = outcome(lambda: Envelope.from_json(raw, stream="s", entry_id="1-0", received_at=None))
+    with (
+        mock.patch.object(envelope_module, "_read_plain", return_value=None),
+        mock.patch.object(envelope_module, "_plain_fields", return_value=None),
+        mock.patch.object(events_module._Reader, "plain_values", return_value=None),
+    ):
+        full = outcome(lambda: Envelope.from_json(raw, stream="s", entry_id="1-0", received_at=None))
+    return fast, full
+
+
+@hypothesis.settings(
+    max_examples=1000, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
+@hypothesis.given(raw=entry_data())
+def test_the_fast_reading_of_an_entry_gives_what_the_full_reading_gives(raw):
+    fast, full = read_both_ways(raw)
+    assert fast == full
+
+
+def one_change(key: str, value: object) -> bytes:
+    doc = Envelope.wrap(sample(StockAdded), aggregate_version=1).to_dict()
+    target = doc["data"] if key in StockAdded.__dataclass_fields__ else doc
+    target[key] = value
+    return json.dumps(doc, ensure_ascii=False).encode(errors="surrogatepass")
+
+
+EVERY_CHANGE = [
+    *((key, char * (limit + extra)) for key, limit in LIMITS.items() for extra in (0, 1) for char in "a\u00e9"),
+    *((key, value) for key in [*ENVELOPE_KEYS, *StockAdded.__dataclass_fields__] for value in SCALARS),
+    *(("id", value) for value in UUIDS),
+    *(("occurred_at", value) for value in TIMES),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), EVERY_CHANGE)
+def test_the_fast_reading_of_each_field_at_its_limits_gives_what_the_full_reading_gives(key, value):
+    fast, full = read_both_ways(one_change(key, value))
+    assert fast == full
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type": "X", "type": "STOCK_ADDED"}',  # a key twice: json keeps the last
+        b'{"type": "STOCK_ADDED", "type": "NOPE"}',
+        b'{"type": 1, "type": "STOCK_ADDED"}',
+        b'{"id": "not-a-uuid", "id": "ID"}',
+        b'{"data": {"sku": 1, "sku": "A-1"}}',
+        b'{"data": {"sku": "A-1", "sku": 1}}',
+    ],
+)
+def test_the_fast_reading_of_a_key_written_twice_gives_what_the_full_reading_gives(raw):
+    doc = Envelope.wrap(sample(StockAdded), aggregate_version=1).to_dict()
+    changed = json.dumps(doc)[1:-1].encode()
+    body = raw.replace(b'"ID"', json.dumps(doc["id"]).encode())
+    if body.startswith(b'{"data"'):  # the data's keys, twice: inside a copy of the data
+        data = json.dumps(doc["data"])[1:-1].encode()
+        body = body.replace(b'{"data": {', b'{"data": {' + data + b", ")
+    fast, full = read_both_ways(b"{" + changed + b", " + body[1:])
+    assert fast == full
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+@pytest.mark.parametrize("key", ["version", "aggregate_version", "quantity", "extra"])
+def test_the_fast_reading_of_numbers_gives_what_the_full_reading_gives(key, number):
+    fast, full = read_both_ways(one_change(key, "@n@").replace(b'"@n@"', number.encode()))
+    assert fast == full
+
+
+def test_the_fast_reading_takes_the_plain_envelope_and_leaves_the_rest_to_the_full_one():
+    envelope = Envelope.wrap(sample(StockAdded), aggregate_version=1)
+    raw = envelope.to_json().encode()
+    assert envelope_module._read_plain(raw) is not None
+    assert envelope_module._read_plain(raw[:-1] + b', "n": 18446744073709551616}') is not None
+    assert envelope_module._plain_fields(json.loads(raw)) is not None
+    nested = raw[:-1] + b', "n": ' + b"[" * 63 + b"]" * 63 + b"}"  # 64 brackets in all
+    not_utf8 = raw[:-1] + b', "n": "\xff"}'  # in a key the envelope does not know
+    for other in (nested, not_utf8, raw[:-1] + b', "n": NaN}', raw.replace(b'"version":1', b'"version":true'), b"[1]"):
+        assert envelope_module._read_plain(other) is None
+
+
+def test_an_envelope_or_event_read_fast_is_the_one_init_builds():
+    """Both are built without __init__ (envelope.from_dict, events._Reader.build): every field must be set
+    as __init__ sets it, for the envelope and for every event type."""
+    for event_type, cls in registered_event_types().items():
+        event = sample(cls)
+        envelope = Envelope.wrap(
+            event, aggregate_version=2, trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+        )
+        read = Envelope.from_json(envelope.to_json().encode(), stream="s", entry_id="1-0", received_at=None)
+        built = Envelope(**{f.name: getattr(read, f.name) for f in dataclasses.fields(Envelope)})
+        assert vars(read) == vars(built) and read == envelope, event_type
+        assert events_module._reader(cls).plain, event_type
+        assert vars(read.event()) == vars(event) and type(read.event()) is cls, event_type

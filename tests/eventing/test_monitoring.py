@@ -234,3 +234,31 @@ def test_a_groups_dead_letter_count_links_to_the_list_with_that_group_chosen_in_
     [every] = [choice for choice in choices if choice["display"] == "All"]
     everything = client.get(f"/admin/eventing/deadletter/{every['query_string']}").context["cl"]
     assert sorted(letter.consumer_group for letter in everything.result_list) == ["inventory", "orders"]
+
+
+def test_observe_each_counts_as_observe_does():
+    """A batch's handler times are observed at once (observe_each writes prometheus-client's histogram
+    counts itself): the samples must be those of observing each time in turn, bucket bounds included."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from eventing.telemetry.metrics import LATENCY_BUCKETS, observe_each
+
+    amounts = [0.0, 0.0001, 0.0005, 0.00050001, 0.001, 0.003, 0.05, 0.5, 9.9, 10.0, 10.5, 1e9, 0.0005]
+    samples = []
+    for observe in (lambda series: [series.observe(a) for a in amounts], lambda series: observe_each(series, amounts)):
+        registry = CollectorRegistry()
+        histogram = Histogram("t_seconds", "t", ["consumer"], buckets=LATENCY_BUCKETS, registry=registry)
+        observe(histogram.labels("c"))
+        samples.append(
+            {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for m in registry.collect()
+                for s in m.samples
+                if not s.name.endswith("_created")
+            }
+        )
+    one_by_one, at_once = samples
+    total = ("t_seconds_sum", (("consumer", "c"),))
+    assert at_once.pop(total) == pytest.approx(one_by_one.pop(total))  # added in another order
+    assert at_once == one_by_one
+    assert at_once[("t_seconds_count", (("consumer", "c"),))] == len(amounts)
