@@ -30,6 +30,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis
@@ -196,6 +197,29 @@ class Partitions:
 
     # Partitions that do not answer.
 
+    def _answered(self, io: GroupIO, call: Callable[[], T]) -> tuple[bool, T | None]:
+        """``call`` on partition ``io``: (True, its result) when the partition answered; (False, None) when it
+        did not (on a cluster it is set aside; on one Redis the error is raised) or its stream or group was gone
+        (the group is created again)."""
+        try:
+            result = call()
+        except CREDENTIAL_ERRORS:
+            raise
+        except SERVER_DOWN_ERRORS as exc:  # before ResponseError: CLUSTERDOWN is one too
+            if self.one_call:
+                raise
+            self._set_aside(io, exc)
+            return False, None
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
+            io.ensure_group()
+            return False, None
+        if self._down_until.pop(io.stream, None) is not None:
+            logger.info("%s: partition %s answers again", self.group, io.stream)
+        return True, result
+
     def each(
         self, action: Callable[[GroupIO], T], *, only: list[GroupIO] | None = None, every: bool = False
     ) -> list[T]:
@@ -212,23 +236,9 @@ class Partitions:
         for io in targets:
             if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
                 continue
-            try:
-                results.append(action(io))
-            except CREDENTIAL_ERRORS:
-                raise
-            except SERVER_DOWN_ERRORS as exc:  # before ResponseError: CLUSTERDOWN is one too
-                if self.one_call:
-                    raise
-                self._set_aside(io, exc)
-                continue
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
-                io.ensure_group()
-                continue
-            if self._down_until.pop(io.stream, None) is not None:
-                logger.info("%s: partition %s answers again", self.group, io.stream)
+            answered, result = self._answered(io, partial(action, io))
+            if answered:
+                results.append(cast(T, result))
         down, pool = set(self.unavailable()), self.all_ios if every else self.ios
         if not self.one_call and pool and all(io.stream in down for io in pool):
             raise PartitionsUnavailable(f"no partition of {self.stream} answers")
@@ -301,26 +311,17 @@ class Partitions:
         for io in self._in_turn():
             if not self.one_call and self._down_until.get(io.stream, 0.0) > time.monotonic():
                 continue
+            read = partial(
+                self.leases.read_new, partition=io.stream, streams=io.streams, count=self.count, client=self.raw
+            )
             try:
-                reply = self.leases.read_new(partition=io.stream, streams=io.streams, count=self.count, client=self.raw)
+                # Set aside when it does not answer: its lease goes at the next rebalance, which cannot renew it.
+                answered, reply = self._answered(io, read)
             except LeaseLost as exc:
                 logger.warning("%s: %s", self.group, exc)
                 continue
-            except CREDENTIAL_ERRORS:
-                raise
-            except SERVER_DOWN_ERRORS as exc:  # before ResponseError: CLUSTERDOWN is one too
-                if self.one_call:
-                    raise
-                self._set_aside(io, exc)  # its lease goes at the next rebalance, which cannot renew it
+            if not answered:
                 continue
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
-                io.ensure_group()
-                continue
-            if self._down_until.pop(io.stream, None) is not None:
-                logger.info("%s: partition %s answers again", self.group, io.stream)
             entries += [
                 Entry(stream.decode(), entry_id.decode(), dict(zip(flat[::2], flat[1::2], strict=True)))
                 for stream, batch in cast(list[Any], reply or [])

@@ -207,14 +207,7 @@ class PartitionLeases:
         """Renew the held leases and this process's membership, and change nothing else: between the batches of
         a long piece of work (a takeover's backlog), so that neither expires before the next rebalance."""
         self.unreachable |= self._renew_held()
-        try:
-            self.client.zadd(self.members, {self.owner: int(time.time() * 1000) + self.ttl_ms})
-        except CREDENTIAL_ERRORS:
-            raise
-        except SERVER_DOWN_ERRORS as exc:
-            if not self.partial_outages:
-                raise
-            self._members_unanswered(exc)
+        self._renew_membership()
 
     def _renew_held(self) -> set[str]:
         """Renew every held lease, dropping those it cannot; returns those that did not answer (on a cluster)."""
@@ -251,25 +244,33 @@ class PartitionLeases:
         """Renew this process's membership and compute its share from the live members; on a cluster, while
         the member set does not answer, the share last computed (every member keeps its own, so they stay
         disjoint; a join or a crash waits for the member set)."""
-        try:
-            self.client.zadd(self.members, {self.owner: int(time.time() * 1000) + self.ttl_ms})
-            members = self.live_members()
-        except CREDENTIAL_ERRORS:
-            raise
-        except SERVER_DOWN_ERRORS as exc:
-            if not self.partial_outages:
-                raise
-            self._members_unanswered(exc)
+        members = self._renew_membership(then_list=True)
+        if members is None:
             return self._share
-        if self._members_down:
-            logger.info("%s (%s): the member set answers again", self.group, self.owner)
-            self._members_down = False
         self._share = {
             stream
             for stream, member in assignment(partitions=self.partitions, members=members).items()
             if member == self.owner
         }
         return self._share
+
+    def _renew_membership(self, *, then_list: bool = False) -> list[str] | None:
+        """Renew this process's membership and, with ``then_list``, read the live members (else []); None when,
+        on a cluster, the member set does not answer."""
+        try:
+            self.client.zadd(self.members, {self.owner: int(time.time() * 1000) + self.ttl_ms})
+            members = self.live_members() if then_list else []
+        except CREDENTIAL_ERRORS:
+            raise
+        except SERVER_DOWN_ERRORS as exc:
+            if not self.partial_outages:
+                raise
+            self._members_unanswered(exc)
+            return None
+        if self._members_down:
+            logger.info("%s (%s): the member set answers again", self.group, self.owner)
+            self._members_down = False
+        return members
 
     def _members_unanswered(self, exc: Exception) -> None:
         if not self._members_down:
