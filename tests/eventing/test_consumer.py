@@ -182,3 +182,36 @@ def test_a_consumer_recreates_its_group_when_the_stream_disappears(redis_client,
 def test_an_unknown_consumer_name_is_refused():
     with pytest.raises(ValueError, match="unknown consumer 'nope'"):
         StreamConsumer(name="nope")
+
+
+def test_a_batch_function_registered_for_several_event_types_runs_once_per_batch(redis_client, stream, monkeypatch):
+    # As a projection registers itself: one handler per event type, all with the same batch function, which
+    # must see the batch's events of every type at once (one write per view row, not one per type).
+    folder = scratch_consumer(monkeypatch, "folder")
+    calls: list[list[str]] = []
+
+    def fold(items: list[tuple[object, Envelope]]) -> None:
+        calls.append([envelope.type for _event, envelope in items])
+
+    for event_type in (OrderCreated.TYPE, OrderConfirmed.TYPE):
+        registry.register_handler(
+            registry.Handler(consumer=folder.name, event_type=event_type, func=fold, idempotent=True, batch=True)
+        )
+    created = Envelope.wrap(
+        OrderCreated(
+            order_id="o-1",
+            customer_id="c-1",
+            lines=[{"sku": "A-1", "quantity": 1}],
+            placed_at="2026-11-30T09:00:00+00:00",
+            channel="api",
+        ),
+        aggregate_version=1,
+    )
+    confirmed = Envelope.wrap(OrderConfirmed(order_id="o-1", customer_id="c-1"), aggregate_version=2)
+    for envelope in (created, confirmed):
+        xadd(redis_client, stream, envelope)
+
+    StreamConsumer(name=folder.name, consumer_id="c1", block_ms=5).run_until_idle()
+
+    assert calls == [["ORDER_CREATED", "ORDER_CONFIRMED"]]
+    assert pending_count(redis_client, stream, folder.name) == 0
