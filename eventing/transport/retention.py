@@ -34,9 +34,11 @@ from eventing.models import DeadLetter, OutboxEvent, ProcessedEvent
 
 logger = logging.getLogger(__name__)
 
-# Rows per DELETE. One takes tens of milliseconds on SQLite, so consumers waiting
-# for the write lock hardly notice, and a minute of peak traffic goes in a few.
-PRUNE_BATCH_ROWS = 5000
+# Rows per DELETE. Every writer waits for SQLite's write lock while one runs: at 5,000
+# rows the soak's POSTs and consumers showed stalls of over 150 ms at p99 (bench/soak.py's
+# hops); at 500 one DELETE takes a few milliseconds, and a minute of peak traffic
+# (9,000 rows) still goes in some twenty short steps.
+PRUNE_BATCH_ROWS = 500
 
 M = TypeVar("M", bound=models.Model)
 
