@@ -40,7 +40,7 @@ from eventing.consumer.applying import fence_tokens
 from eventing.consumer.decoding import Entry
 from eventing.consumer.group import ConsumerError, GroupIO, read_group
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
-from eventing.transport.client import CREDENTIAL_ERRORS, REDIS_ERRORS, SERVER_DOWN_ERRORS, is_cluster
+from eventing.transport.client import CREDENTIAL_ERRORS, REDIS_ERRORS, SERVER_DOWN_ERRORS, is_cluster, is_missing_key
 from eventing.transport.leases import LeaseLost, PartitionLeases
 from eventing.transport.streams import base_stream, partition_streams
 
@@ -211,7 +211,8 @@ class Partitions:
             self._set_aside(io, exc)
             return False, None
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # NOGROUP from a read or a claim; "no such key" from XINFO on a stream that is gone.
+            if "NOGROUP" not in str(exc) and not is_missing_key(exc):
                 raise
             logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
             io.ensure_group()

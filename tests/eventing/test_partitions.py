@@ -13,6 +13,7 @@ from redis.crc import key_slot
 
 from eventing.consumer.group import GroupIO
 from eventing.consumer.health import health_key
+from eventing.consumer.runner import StreamConsumer
 from eventing.models import OutboxEvent
 from eventing.transport.streams import (
     bus_tag,
@@ -164,3 +165,15 @@ def test_on_a_cluster_the_throttle_cache_is_a_standalone_redis_or_each_process_m
     assert "RedisCache" in with_cache and "127.0.0.1:6380" in with_cache
     refused = cache_backend(REDIS_URL=CLUSTER_URL, CACHE_URL=CLUSTER_URL)
     assert refused.returncode != 0 and "CACHE_URL must name a standalone Redis" in refused.stderr
+
+
+def test_a_stream_gone_under_the_consumer_costs_no_crash_and_gets_its_group_again(redis_client, stream):
+    # Its master came back without its data: XINFO CONSUMERS (forgetting idle consumers) answers "no such key",
+    # not NOGROUP. Found by F10: the orders consumer died of it.
+    consumer = StreamConsumer(name="orders", consumer_id="c1", block_ms=5)
+    consumer.ensure_group()
+    redis_client.delete(*consumer.streams)
+
+    assert consumer.partitions.forget_idle_consumers(0) == []
+
+    assert {g["name"] for g in redis_client.xinfo_groups(consumer.streams[0])} == {"orders"}
