@@ -3,20 +3,15 @@ read, the connection left in step after an error reply and taken again after a d
 tracing on, the client's own pipeline, which the Redis instrumentation spans."""
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 from django.conf import settings
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventing.models import OutboxEvent
-from eventing.telemetry import tracing
 from eventing.transport.client import send_pipelined
 from eventing.transport.relay import publish_pending
 from inventory.services import stock_item_create
@@ -79,16 +74,6 @@ def test_a_connection_lost_while_reading_the_replies_is_retried_by_the_clients_r
     # Redis had run both before the connection was lost: both went again (consumers drop such duplicates).
     assert [fields["n"] for _, fields in client.xrange(stream)] == ["0", "1", "2", "1", "2"]
     client.close()
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    assert tracing.configure(service_name="test", provider=provider)
-    yield exporter
-    tracing.shutdown()
 
 
 @pytest.mark.django_db(transaction=True)

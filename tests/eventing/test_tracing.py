@@ -1,14 +1,10 @@
 """One trace per business transaction: an order's POST, its reservation, its confirmation and its
 projection are spans of one trace, each consumer span a child of the span that raised its event."""
 
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from eventing.telemetry import tracing
@@ -16,16 +12,6 @@ from inventory.services import stock_item_create
 from tests.helpers import pump
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    assert tracing.configure(service_name="test", provider=provider)
-    yield exporter
-    tracing.shutdown()
 
 
 def consumer_spans(trace: list[ReadableSpan]) -> dict[tuple[str, str], ReadableSpan]:
