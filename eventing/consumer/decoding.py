@@ -99,7 +99,7 @@ def _decode(entry: Entry, batch: _Batch) -> Delivery | Rejection:
             raise OversizeEvent(f"entry of {size} bytes is over the {batch.max_bytes}-byte limit")
         envelope = Envelope.from_json(data, stream=entry.stream, entry_id=entry.id, received_at=batch.received_at)
         handlers, transactional = batch.route(envelope.type)
-        event = envelope.event() if handlers else None
+        event = envelope.event(read_from_json=True) if handlers else None
     except EventError as exc:
         return Rejection(entry, Failure.first_and_final(reason=exc.reason, error=exc, message=str(exc)), envelope)
     except Exception as exc:  # noqa: BLE001 - whatever else an entry trips, it must not stop the consumer

@@ -172,7 +172,7 @@ def entry_data(draw: st.DrawFn) -> bytes:
     return text.encode(errors="surrogatepass")
 
 
-def outcome(read) -> tuple:  # type: ignore[no-untyped-def]
+def outcome(read, *, read_from_json: bool) -> tuple:  # type: ignore[no-untyped-def]
     """What reading gives, to compare: every field's value and type, or the error."""
     try:
         envelope = read()
@@ -180,21 +180,24 @@ def outcome(read) -> tuple:  # type: ignore[no-untyped-def]
         return ("refused", type(exc), str(exc))
     fields = {f.name: getattr(envelope, f.name) for f in dataclasses.fields(Envelope)}
     try:
-        event = envelope.event()
+        event = envelope.event(read_from_json=read_from_json)
     except EventError as exc:
         return ("envelope", repr(fields), type(exc), str(exc))
     return ("event", repr(fields), repr(event), {name: type(value) for name, value in vars(event).items()})
 
 
 def read_both_ways(raw: bytes) -> tuple[tuple, tuple]:  # type: ignore[type-arg]
-    """What the fast reading gives, and what the full one gives."""
-    fast = outcome(lambda: Envelope.from_json(raw, stream="s", entry_id="1-0", received_at=None))
+    """What the fast reading gives (as a consumer reads an entry), and what the full one gives."""
+    fast = outcome(lambda: Envelope.from_json(raw, stream="s", entry_id="1-0", received_at=None), read_from_json=True)
     with (
         mock.patch.object(envelope_module, "_read_plain", return_value=None),
         mock.patch.object(envelope_module, "_plain_fields", return_value=None),
         mock.patch.object(events_module._Reader, "plain_values", return_value=None),
+        mock.patch.object(events_module._Reader, "convert", return_value=None),
     ):
-        full = outcome(lambda: Envelope.from_json(raw, stream="s", entry_id="1-0", received_at=None))
+        full = outcome(
+            lambda: Envelope.from_json(raw, stream="s", entry_id="1-0", received_at=None), read_from_json=False
+        )
     return fast, full
 
 
@@ -282,3 +285,16 @@ def test_an_envelope_or_event_read_fast_is_the_one_init_builds():
         assert vars(read) == vars(built) and read == envelope, event_type
         assert events_module._reader(cls).plain, event_type
         assert vars(read.event()) == vars(event) and type(read.event()) is cls, event_type
+        as_consumer = read.event(read_from_json=True)
+        assert vars(as_consumer) == vars(event) and type(as_consumer) is cls, event_type
+
+
+def test_the_consumer_builds_an_event_of_plain_fields_in_one_msgspec_call_and_leaves_the_rest_to_from_data():
+    data = sample(StockAdded).to_data()
+    reader = events_module._reader(StockAdded)
+    assert reader.converts and vars(reader.convert(data)) == vars(StockAdded(**data))
+    missing = {key: value for key, value in data.items() if key != "sku"}
+    for refused in ({**data, "quantity": True}, {**data, "quantity": 1.0}, {**data, "name": None}, missing, [data]):
+        assert reader.convert(refused) is None
+    # Lists of TypedDicts: msgspec would drop the keys they do not declare, which from_data keeps.
+    assert not events_module._reader(OrderCreated).converts
