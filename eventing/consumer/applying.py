@@ -14,7 +14,7 @@ import time
 import traceback as tb
 import uuid
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -54,19 +54,24 @@ def apply_transactional(
     """Apply the relational handlers of a chunk in one transaction. Returns (entry ids done, failures);
     raises TransientFailure when a backing service fails, which rolls the whole chunk back.
 
-    One transaction for the chunk: one statement inserts the chunk's inbox rows and says which were new
-    (``INSERT … ON CONFLICT DO NOTHING RETURNING``), the handlers of the new ones run, one commit; no
-    savepoints. A concurrent consumer inserting the same row first makes this one wait for its commit
-    and then skip the event. When a handler fails, the transaction rolls back, the failing event is set
-    aside with its failure, and the rest of the chunk is applied again the same way.
+    One transaction for the chunk: one statement inserts the chunk's inbox rows (``_inbox_insert``), the
+    handlers of the events new to the inbox run, one commit; no savepoints. A concurrent consumer inserting
+    the same row first makes this one wait for its commit and then skip the event. When a handler fails,
+    the transaction rolls back, the failing event is set aside with its failure, and the rest of the chunk
+    is applied again the same way.
 
     ``fences`` ({partition: lease token}, with leases) are written in each transaction (``fence``): a
     process whose lease was taken over raises LeaseLost there, and none of its effects commit."""
     done = {d.entry.id for d in chunk if not d.transactional}
     todo = [d for d in chunk if d.transactional]
     failures: list[HandlerFailure] = []
+    seen = False  # whether some of the chunk's events were found in the inbox already
     while todo:
-        failed = _apply_chunk(todo, consumer=consumer, fences=fences or {})
+        try:
+            failed = _apply_chunk(todo, consumer=consumer, fences=fences or {}, seen=seen)
+        except _Seen:
+            seen = True
+            continue
         if failed is None:
             done |= {d.entry.id for d in todo}
             break
@@ -83,19 +88,28 @@ class _HandlerFailed(Exception):
         self.failure = failure
 
 
-def _apply_chunk(todo: list[Delivery], *, consumer: str, fences: Mapping[str, int]) -> HandlerFailure | None:
+class _Seen(Exception):
+    """Some of the chunk's inbox rows were there already (a redelivery): the transaction rolls back, and the
+    chunk is applied again with the statement that says which events are new."""
+
+
+def _apply_chunk(
+    todo: list[Delivery], *, consumer: str, fences: Mapping[str, int], seen: bool
+) -> HandlerFailure | None:
     """One transaction for the whole chunk; the first handler failure, or None when all committed."""
     timings = Timings(consumer)
     try:
         with transaction.atomic():
             for partition in sorted({base_stream(d.entry.stream) for d in todo} & set(fences)):
                 fence(group=consumer, stream=partition, token=fences[partition])
-            new = _inbox_insert(todo, consumer=consumer)
-            # The first delivery of a new event is applied; any other (a duplicate entry) is skipped.
-            firsts = {d.envelope.id: d for d in reversed(todo)}
-            fresh = [d for d in todo if d.envelope.id in new and firsts[d.envelope.id] is d]
-            for delivery in fresh:
-                _run_handlers(delivery, consumer=consumer, timings=timings)
+            if seen or not _inbox_insert_all(todo, consumer=consumer):
+                new = _inbox_insert(todo, consumer=consumer)
+                # The first delivery of a new event is applied; any other (a duplicate entry) is skipped.
+                firsts = {d.envelope.id: d for d in reversed(todo)}
+                fresh = [d for d in todo if d.envelope.id in new and firsts[d.envelope.id] is d]
+            else:
+                fresh = todo
+            _run_handlers(fresh, consumer=consumer, timings=timings)
     except _HandlerFailed as failed:
         return failed.failure
     except TRANSIENT_ERRORS as exc:
@@ -150,30 +164,52 @@ class Timings:
         self.by_type = {}
 
 
-def _run_handlers(delivery: Delivery, *, consumer: str, timings: Timings) -> None:
-    envelope = delivery.envelope
-    started = time.perf_counter()
-    with (
-        context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id),
-        event_span(delivery, consumer=consumer),
-    ):
-        for handler in delivery.handlers:
-            if handler.idempotent:
-                continue
-            try:
-                cast(HandlerFunc, handler.func)(delivery.event, envelope)
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
-                raise _HandlerFailed(HandlerFailure(delivery, handler, exc, tb.format_exc())) from exc
-    timings.add_one(envelope.type, time.perf_counter() - started)
+def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings) -> None:
+    """Run the deliveries' relational handlers, in the chunk's transaction. One clock reading per event: each
+    event's time runs from the end of the one before."""
+    traced = tracing.enabled()
+    last = time.perf_counter()
+    for delivery in deliveries:
+        envelope = delivery.envelope
+        with (
+            context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id),
+            event_span(delivery, consumer=consumer) if traced else nullcontext(),
+        ):
+            for handler in delivery.handlers:
+                if handler.idempotent:
+                    continue
+                try:
+                    cast(HandlerFunc, handler.func)(delivery.event, envelope)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
+                    raise _HandlerFailed(HandlerFailure(delivery, handler, exc, tb.format_exc())) from exc
+        now = time.perf_counter()
+        timings.add_one(envelope.type, now - last)
+        last = now
+
+
+def _inbox_insert_all(deliveries: list[Delivery], *, consumer: str) -> bool:
+    """On SQLite, insert the deliveries' inbox rows, skipping those already there, in one executemany; whether
+    every row was new (its row count says so), the common case. On SQLite that costs half the statement
+    with RETURNING (8 against 15 us per row, in chunks of 100 here). False elsewhere, inserting nothing:
+    PostgreSQL's one multi-row statement is a single round trip."""
+    connection = transaction.get_connection()
+    if connection.vendor != "sqlite":
+        return False
+    now = ProcessedEvent._meta.get_field("processed_at").get_db_prep_value(timezone.now(), connection)
+    rows = [(consumer, _uuid_hex(d.envelope.id), now) for d in deliveries]
+    with connection.cursor() as cursor:
+        cursor.executemany(_inbox_statement(connection, "(%s, %s, %s)"), rows)
+        if cursor.rowcount < len(rows):  # some there already, or an event twice in the chunk
+            raise _Seen()
+    return True
 
 
 def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
     """Insert the deliveries' inbox rows, skipping those already there; the event ids that were new.
     One statement on SQLite (3.35+) and PostgreSQL alike."""
     connection = transaction.get_connection()
-    table = connection.ops.quote_name(ProcessedEvent._meta.db_table)
     id_field = ProcessedEvent._meta.get_field("event_id")
     at_field = ProcessedEvent._meta.get_field("processed_at")
     now = at_field.get_db_prep_value(timezone.now(), connection)
@@ -186,13 +222,18 @@ def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
     params: list[Any] = []
     for event_id in stored:
         params += [consumer, event_id, now]
-    sql = (
-        f"INSERT INTO {table} (consumer, event_id, processed_at) VALUES {values} "  # noqa: S608 - names quoted, values bound
-        "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_inbox_statement(connection, values, returning="RETURNING event_id"), params)
         return {stored.get(row[0]) or str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+
+def _inbox_statement(connection: Any, values: str, *, returning: str = "") -> str:
+    """The inbox's insert of ``values``, skipping a row already there."""
+    table = connection.ops.quote_name(ProcessedEvent._meta.db_table)
+    return (
+        f"INSERT INTO {table} (consumer, event_id, processed_at) VALUES {values} "  # noqa: S608 - names quoted, values bound
+        f"ON CONFLICT (consumer, event_id) DO NOTHING {returning}"
+    )
 
 
 def _uuid_hex(event_id: str) -> str:
@@ -283,30 +324,37 @@ def _apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[Hand
                     logger.warning(
                         "%s failed on a batch of %d; applying its events one by one", first.name, len(targets)
                     )
-            for delivery, handler in targets:
-                failure = _run_idempotent(handler, delivery, timings=timings)
-                if failure is not None:
-                    failed[delivery.entry.id] = failure
+            for failure in _run_idempotent(targets, timings=timings):
+                failed[failure.delivery.entry.id] = failure
     finally:
         timings.observe()
     return list(failed.values())
 
 
-def _run_idempotent(handler: Handler, delivery: Delivery, *, timings: Timings) -> HandlerFailure | None:
-    envelope = delivery.envelope
-    started = time.perf_counter()
-    with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
-        try:
-            if handler.batch:
-                cast(BatchHandlerFunc, handler.func)([(delivery.event, envelope)])
-            else:
-                cast(HandlerFunc, handler.func)(delivery.event, envelope)
-        except TRANSIENT_ERRORS as exc:
-            raise TransientFailure(str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
-            return HandlerFailure(delivery, handler, exc, tb.format_exc())
-    timings.add_one(envelope.type, time.perf_counter() - started)
-    return None
+def _run_idempotent(targets: list[tuple[Delivery, Handler]], *, timings: Timings) -> list[HandlerFailure]:
+    """Run each delivery's handler on it alone; the failures. One clock reading per event, as ``_run_handlers``."""
+    failures = []
+    last = time.perf_counter()
+    for delivery, handler in targets:
+        envelope = delivery.envelope
+        failure = None
+        with context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id):
+            try:
+                if handler.batch:
+                    cast(BatchHandlerFunc, handler.func)([(delivery.event, envelope)])
+                else:
+                    cast(HandlerFunc, handler.func)(delivery.event, envelope)
+            except TRANSIENT_ERRORS as exc:
+                raise TransientFailure(str(exc)) from exc
+            except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
+                failure = HandlerFailure(delivery, handler, exc, tb.format_exc())
+        now = time.perf_counter()
+        if failure is None:
+            timings.add_one(envelope.type, now - last)
+        else:
+            failures.append(failure)
+        last = now
+    return failures
 
 
 def record_dead_letter(

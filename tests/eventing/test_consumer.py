@@ -114,6 +114,24 @@ def test_a_duplicate_delivery_is_applied_once(redis_client, stream, probe):
     assert pending_count(redis_client, stream, "probe") == 0
 
 
+def test_an_event_already_applied_is_skipped_among_new_ones_of_its_batch(redis_client, stream, probe):
+    first = stock_added("A-1")
+    xadd(redis_client, stream, first)
+    StreamConsumer(name="probe", block_ms=5).run_until_idle()
+    later = [stock_added("A-2"), first, stock_added("A-3")]  # the first again, say republished by the relay
+    for envelope in later:
+        xadd(redis_client, stream, envelope)
+
+    consumer = StreamConsumer(name="probe", block_ms=5)
+    consumer.run_until_idle()
+
+    assert probe["calls"] == [first.id, later[0].id, later[2].id]
+    assert sorted(CatalogItem.objects.values_list("sku", flat=True)) == ["A-1", "A-2", "A-3"]
+    assert ProcessedEvent.objects.count() == 3
+    assert consumer.processed == 3  # all acked
+    assert pending_count(redis_client, stream, "probe") == 0
+
+
 def test_an_out_of_order_event_never_regresses_a_view(redis_client, stream):
     created = Envelope.wrap(
         OrderCreated(
