@@ -80,6 +80,24 @@ def apply_transactional(
     return done, failures
 
 
+class ChunkSize:
+    """How many deliveries the next chunk's transaction takes: as many as the last chunk's time per delivery
+    fits in ``seconds`` (EVENTING_COMMIT_MS), at least one and at most ``most`` (EVENTING_COMMIT_EVERY).
+    Each commit costs the same whatever it holds, so quick handlers commit a whole read batch at once; but
+    on SQLite a transaction holds the database's single write lock, which every other writer (a web
+    request placing an order) waits for, so slow handlers commit fewer at a time and no wait grows longer."""
+
+    def __init__(self, *, most: int, seconds: float) -> None:
+        self.most = most
+        self.seconds = seconds
+        self.size = most
+
+    def took(self, deliveries: int, seconds: float) -> None:
+        """The last chunk applied ``deliveries`` in ``seconds``."""
+        if deliveries and seconds > 0:
+            self.size = max(1, min(self.most, int(self.seconds * deliveries / seconds)))
+
+
 class _HandlerFailed(Exception):
     """Rolls the chunk's transaction back; carries the failure to set aside."""
 

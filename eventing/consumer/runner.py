@@ -32,6 +32,7 @@ from django.db import close_old_connections, transaction
 from redis import RedisError
 
 from eventing.consumer.applying import (
+    ChunkSize,
     HandlerFailure,
     apply_idempotent,
     apply_transactional,
@@ -98,7 +99,7 @@ class StreamConsumer:
         self.name = name
         self.group = name
         self.policy = RetryPolicy.for_consumer(name)
-        self.commit_every = settings.EVENTING_COMMIT_EVERY
+        self.chunks = ChunkSize(most=settings.EVENTING_COMMIT_EVERY, seconds=settings.EVENTING_COMMIT_MS / 1000)
         self.claim_idle_ms = settings.EVENTING_CLAIM_IDLE_MS
         self.partitions = Partitions(
             stream=stream or settings.EVENTING_STREAM,
@@ -168,8 +169,8 @@ class StreamConsumer:
         """Handle a batch and ack what was applied or dead-lettered. Returns how many were acked
         (with ``ack=False``: how many would have been).
 
-        Relational effects commit in chunks of EVENTING_COMMIT_EVERY entries (one transaction
-        each), and the events a chunk emitted are published right after its commit. Then the
+        Relational effects commit in chunks (one transaction each; ``ChunkSize`` says how many entries),
+        and the events a chunk emitted are published right after its commit. Then the
         idempotent (Mongo) handlers run once for the whole batch, so a projection reads and writes
         each row once per batch. Only then are the entries acked, in one round trip. On a transient
         failure nothing more is acked: what was committed is recognised by the inbox when the
@@ -238,12 +239,16 @@ class StreamConsumer:
             if any(d.transactional for d in work):
                 # With leases: this process's tokens for the batch's partitions; LeaseLost if one moved on.
                 fences = self.partitions.fencing_tokens(entries)
-                for start in range(0, len(work), self.commit_every):
-                    chunk = work[start : start + self.commit_every]
+                start = 0
+                while start < len(work):
+                    chunk = work[start : start + self.chunks.size]
                     with publishing_batch():
+                        began = time.perf_counter()
                         applied, chunk_failures = apply_transactional(chunk, consumer=self.name, fences=fences)
+                        self.chunks.took(len(chunk), time.perf_counter() - began)
                     committed += [d for d in chunk if d.entry.id in applied]
                     failures += chunk_failures
+                    start += len(chunk)
             else:  # nothing to commit: the idempotent handlers alone
                 committed = work
             failures += apply_idempotent(committed, consumer=self.name)

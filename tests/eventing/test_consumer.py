@@ -2,6 +2,7 @@
 
 import pytest
 
+from eventing.consumer.applying import ChunkSize
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract import consumers as registry
 from eventing.contract.envelope import Envelope
@@ -233,3 +234,16 @@ def test_a_batch_function_registered_for_several_event_types_runs_once_per_batch
 
     assert calls == [["ORDER_CREATED", "ORDER_CONFIRMED"]]
     assert pending_count(redis_client, stream, folder.name) == 0
+
+
+def test_a_chunk_takes_as_many_entries_as_fit_in_the_commit_time_within_its_bounds():
+    chunks = ChunkSize(most=100, seconds=0.010)
+    assert chunks.size == 100
+    chunks.took(100, 0.002)  # 20 us per entry: a whole read batch fits
+    assert chunks.size == 100
+    chunks.took(100, 0.040)  # 0.4 ms per entry: 25 fit
+    assert chunks.size == 25
+    chunks.took(1, 0.5)  # slower than the whole budget: one at a time
+    assert chunks.size == 1
+    chunks.took(0, 0.0)  # nothing measured: as it was
+    assert chunks.size == 1
