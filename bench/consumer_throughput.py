@@ -519,7 +519,8 @@ def main() -> None:
         trans_ratio = statistics.median(r["transactional"] / r["raw"] for r in rounds)
         lines += [
             f"P1: {ARGS.events} events per run, medians of {ARGS.rounds} round(s);"
-            f" commit every {settings.EVENTING_COMMIT_EVERY}, read count {READ_COUNT}",
+            f" commit every {settings.EVENTING_COMMIT_EVERY} at most, in {settings.EVENTING_COMMIT_MS:g} ms;"
+            f" read count {READ_COUNT}",
             f"P1 raw: {raw:.0f} ev/s; idempotent: {idem:.0f} ev/s ({idem_ratio:.2f}x, target >= 0.7x);"
             f" transactional: {trans:.0f} ev/s ({trans_ratio:.2f}x, target >= 0.25x)",
             f"   (for reference, raw + json.loads of each envelope: {raw_json:.0f} ev/s,"

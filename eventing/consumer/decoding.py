@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import traceback
 from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 
@@ -26,8 +27,11 @@ logger = logging.getLogger(__name__)
 DATA = b"data"
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
+# Entry and Delivery are named tuples, immutable as frozen dataclasses are and built in half the time: the
+# consumer makes one of each per event.
+
+
+class Entry(NamedTuple):
     """One stream entry as read: its fields are bytes, exactly as they were written."""
 
     stream: str
@@ -35,8 +39,7 @@ class Entry:
     fields: dict[bytes, bytes]
 
 
-@dataclasses.dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One entry read by this consumer, decoded, with the handlers it goes to."""
 
     entry: Entry
