@@ -110,8 +110,9 @@ class GroupIO:
             self.ensure_group()
             return []
 
-    def ack(self, entries: list[Entry], *, pipe: RedisPipeline) -> None:
-        """Queue on ``pipe`` the acks of these entries of this partition, and forgetting their failure counts."""
+    def ack(self, entries: list[Entry], *, pipe: RedisPipeline, forget_failures: bool = True) -> None:
+        """Queue on ``pipe`` the acks of these entries of this partition, and (``forget_failures``) forgetting
+        their failure counts."""
         if not entries:
             return
         by_stream: dict[str, list[str]] = defaultdict(list)
@@ -119,7 +120,8 @@ class GroupIO:
             by_stream[entry.stream].append(entry.id)
         for stream, ids in by_stream.items():
             pipe.xack(stream, self.group, *ids)
-        self.forget_failures(entries, pipe=pipe)
+        if forget_failures:
+            self.forget_failures(entries, pipe=pipe)
 
     def forget_failures(self, entries: list[Entry], *, pipe: RedisPipeline) -> None:
         """Queue on ``pipe`` forgetting the failure counts of these entries of this partition."""

@@ -356,8 +356,9 @@ class Partitions:
             self.ensure_groups()
             return []
 
-    def ack(self, entries: list[Entry]) -> None:
-        """Ack the entries and forget their failure counts, in one round trip (on a cluster, one per master)."""
+    def ack(self, entries: list[Entry], *, forget_failures: bool = True) -> None:
+        """Ack the entries and forget their failure counts, in one round trip (on a cluster, one per master).
+        Without ``forget_failures`` the counts are left: the caller knows none of the entries has one."""
         if not entries:
             return
         read_from: dict[str, list[Entry]] = defaultdict(list)
@@ -369,7 +370,7 @@ class Partitions:
         pipe = self.redis.pipeline(transaction=False)
         if self.leases is None:
             for stream, part in by_partition.items():
-                self._by_stream[stream].ack(part, pipe=pipe)
+                self._by_stream[stream].ack(part, pipe=pipe, forget_failures=forget_failures)
             pipe.execute()
             return
         for partition, part in by_partition.items():
@@ -391,7 +392,8 @@ class Partitions:
                 logger.warning("%s: entries of %s not acked: its master does not answer", self.group, partition)
                 self._set_aside(self._by_stream[partition], exc)
                 continue
-            self._by_stream[partition].forget_failures(part, pipe=pipe)
+            if forget_failures:
+                self._by_stream[partition].forget_failures(part, pipe=pipe)
         pipe.execute()
 
     def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:

@@ -119,7 +119,9 @@ class StreamConsumer:
         self._next_claim = 0.0
         self._next_health = 0.0
         # Whether this consumer may hold failed entries waiting for a retry: only then is the
-        # failure record read, so a healthy batch costs Redis two round trips (read, ack).
+        # failure record read, so a healthy batch costs Redis two round trips (read, ack), and only then
+        # does the ack forget failure counts: an entry that never failed has none, and forgetting a batch's
+        # was over 40% of its ack (1.5 of 3.4 us per event here, mostly in building the HDEL command).
         self._may_hold_failures = True
 
     @property
@@ -262,7 +264,7 @@ class StreamConsumer:
                 if self._fail(failure) is Next.DEAD_LETTER:
                     finished.append(failure.delivery.entry)
         finally:
-            self.partitions.ack(finished if ack else [])
+            self.partitions.ack(finished if ack else [], forget_failures=self._may_hold_failures)
             self.processed += len(finished)
             done = {(e.stream, e.id) for e in finished}
             self.unfinished = [e for e in entries if (e.stream, e.id) not in done]

@@ -247,3 +247,20 @@ def test_a_chunk_takes_as_many_entries_as_fit_in_the_commit_time_within_its_boun
     assert chunks.size == 1
     chunks.took(0, 0.0)  # nothing measured: as it was
     assert chunks.size == 1
+
+
+def test_a_failure_count_is_forgotten_when_its_entry_is_applied_on_a_retry(redis_client, stream, probe):
+    probe["fail_sku"] = "BAD"
+    xadd(redis_client, stream, stock_added("BAD"))
+    consumer = StreamConsumer(name="probe", block_ms=5)
+    consumer.run_until_idle(max_retry_wait=0)
+    failures_key = consumer.partitions.io_of(stream).failures_key
+    assert redis_client.hlen(failures_key) == 1
+
+    probe["fail_sku"] = None
+    xadd(redis_client, stream, stock_added("A-1"))  # one that never failed, in the same pass
+    consumer.run_until_idle(max_retry_wait=5)
+
+    assert sorted(CatalogItem.objects.values_list("sku", flat=True)) == ["A-1", "BAD"]
+    assert pending_count(redis_client, stream, "probe") == 0
+    assert not redis_client.exists(failures_key)
