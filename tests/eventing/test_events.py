@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import time
+import uuid
 from unittest import mock
 
 import hypothesis
@@ -298,3 +300,15 @@ def test_the_consumer_builds_an_event_of_plain_fields_in_one_msgspec_call_and_le
         assert reader.convert(refused) is None
     # Lists of TypedDicts: msgspec would drop the keys they do not declare, which from_data keeps.
     assert not events_module._reader(OrderCreated).converts
+
+
+def test_event_ids_are_uuids_of_version_7_in_time_order():
+    earlier = [envelope_module.new_event_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = envelope_module.new_event_id()
+    for event_id in [*earlier, later]:
+        parsed = uuid.UUID(event_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, event_id)
+    assert len(set(earlier)) == len(earlier)
+    assert all(event_id < later for event_id in earlier)  # a millisecond later sorts after, as text too
+    assert uuid.UUID(Envelope.wrap(sample(StockAdded), aggregate_version=1).id).version == 7
