@@ -182,6 +182,10 @@ class Timings:
         self.by_type = {}
 
 
+# What stands for an event's span with tracing off (a nullcontext does nothing, so one serves every event).
+_NO_SPAN = nullcontext()
+
+
 def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings) -> None:
     """Run the deliveries' relational handlers, in the chunk's transaction. One clock reading per event: each
     event's time runs from the end of the one before."""
@@ -191,7 +195,7 @@ def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings
         envelope = delivery.envelope
         with (
             context.bind(correlation_id=envelope.correlation_id, causation_id=envelope.id),
-            event_span(delivery, consumer=consumer) if traced else nullcontext(),
+            event_span(delivery, consumer=consumer) if traced else _NO_SPAN,
         ):
             for handler in delivery.handlers:
                 if handler.idempotent:
