@@ -118,8 +118,9 @@ def _apply_chunk(
     timings = Timings(consumer)
     try:
         with transaction.atomic():
-            for partition in sorted({base_stream(d.entry.stream) for d in todo} & set(fences)):
-                fence(group=consumer, stream=partition, token=fences[partition])
+            if fences:  # with leases
+                for partition in sorted({base_stream(d.entry.stream) for d in todo} & set(fences)):
+                    fence(group=consumer, stream=partition, token=fences[partition])
             if seen or not _inbox_insert_all(todo, consumer=consumer):
                 new = _inbox_insert(todo, consumer=consumer)
                 # The first delivery of a new event is applied; any other (a duplicate entry) is skipped.
