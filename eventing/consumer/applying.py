@@ -85,12 +85,13 @@ class ChunkSize:
     fits in ``seconds`` (EVENTING_COMMIT_MS), at least one and at most ``most`` (EVENTING_COMMIT_EVERY).
     Each commit costs the same whatever it holds, so quick handlers commit a whole read batch at once; but
     on SQLite a transaction holds the database's single write lock, which every other writer (a web
-    request placing an order) waits for, so slow handlers commit fewer at a time and no wait grows longer."""
+    request placing an order) waits for, so slow handlers commit fewer at a time and no wait grows longer.
+    It starts at one, as nothing is known of the handlers yet, and finds its size in two or three chunks."""
 
     def __init__(self, *, most: int, seconds: float) -> None:
         self.most = most
         self.seconds = seconds
-        self.size = most
+        self.size = 1
 
     def took(self, deliveries: int, seconds: float) -> None:
         """The last chunk applied ``deliveries`` in ``seconds``."""

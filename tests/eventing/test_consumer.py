@@ -238,8 +238,12 @@ def test_a_batch_function_registered_for_several_event_types_runs_once_per_batch
 
 def test_a_chunk_takes_as_many_entries_as_fit_in_the_commit_time_within_its_bounds():
     chunks = ChunkSize(most=100, seconds=0.010)
+    assert chunks.size == 1  # nothing known yet
+    chunks.took(1, 0.0002)  # 0.2 ms for one entry and its commit: 50 fit
+    assert chunks.size == 50
+    chunks.took(50, 0.002)  # 40 us per entry: a whole read batch fits
     assert chunks.size == 100
-    chunks.took(100, 0.002)  # 20 us per entry: a whole read batch fits
+    chunks.took(100, 0.002)
     assert chunks.size == 100
     chunks.took(100, 0.040)  # 0.4 ms per entry: 25 fit
     assert chunks.size == 25
