@@ -164,14 +164,21 @@ class Envelope:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, raw: str | bytes, **received: Any) -> Envelope:
-        """The envelope of a stream entry's ``data`` (its bytes as read, or text); ``received`` sets where and
-        when it was received (``stream``, ``entry_id``, ``received_at``)."""
+    def from_json(
+        cls,
+        raw: str | bytes,
+        *,
+        stream: str | None = None,
+        entry_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> Envelope:
+        """The envelope of a stream entry's ``data`` (its bytes as read, or text), received from ``stream`` as
+        its entry ``entry_id`` at ``received_at``."""
         plain = _read_plain(raw) if isinstance(raw, bytes) else None
         if plain is not None:
             fields = cast(dict[str, Any], plain)
             fields["occurred_at"] = parse_time(plain["occurred_at"])  # the last check, as in _checked_fields
-            return cls._built(fields, received)
+            return cls._built(fields, stream, entry_id, received_at)
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode()
@@ -187,24 +194,37 @@ class Envelope:
             raise UndecodableEvent("envelope is nested too deeply to read") from None
         if not isinstance(doc, dict):
             raise UndecodableEvent(f"envelope must be a JSON object, got {type(doc).__name__}")
-        return cls.from_dict(doc, **received)
+        return cls.from_dict(doc, stream=stream, entry_id=entry_id, received_at=received_at)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], **received: Any) -> Envelope:
+    def from_dict(
+        cls,
+        doc: dict[str, Any],
+        *,
+        stream: str | None = None,
+        entry_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> Envelope:
         """The envelope of a decoded document, every field checked; EventError says what is wrong."""
         fields = _plain_fields(doc)
         if fields is None:  # something is off: the full checks say what, in their order
             fields = _checked_fields(doc)
-        return cls._built(fields, received)
+        return cls._built(fields, stream, entry_id, received_at)
 
     @classmethod
-    def _built(cls, fields: dict[str, Any], received: dict[str, Any]) -> Envelope:
-        """The envelope of checked ``fields``, built without __init__, whose frozen-dataclass assignments
-        cost more than the checks; every field is set (test_an_envelope_or_event_read_fast_is_the_one_init_builds)."""
-        if not received.keys() <= _RECEIVED:
-            raise TypeError(f"unexpected arguments {sorted(received.keys() - _RECEIVED)}")
+    def _built(
+        cls, fields: dict[str, Any], stream: str | None, entry_id: str | None, received_at: datetime | None
+    ) -> Envelope:
+        """The envelope of checked ``fields`` (a dict of the caller's own, which becomes the envelope's state),
+        built without __init__, whose frozen-dataclass assignments cost more than the checks; every field is
+        set (test_an_envelope_or_event_read_fast_is_the_one_init_builds)."""
+        for name in TRACE_FIELDS:
+            fields.setdefault(name, None)
+        fields["stream"] = stream
+        fields["entry_id"] = entry_id
+        fields["received_at"] = received_at
         envelope = object.__new__(cls)
-        object.__setattr__(envelope, "__dict__", {**_UNSET, **fields, **received})
+        object.__setattr__(envelope, "__dict__", fields)
         return envelope
 
     def event(self, *, read_from_json: bool = False) -> Event:
@@ -219,13 +239,6 @@ class Envelope:
             return cls.from_json_data(self.data)
         data = upcast(self.type, self.data, from_version=self.version, to_version=cls.VERSION)
         return cls.from_data(data)
-
-
-# The envelope's optional fields, as __init__ leaves them when not given.
-_UNSET: dict[str, Any] = {
-    field.name: field.default for field in dataclasses.fields(Envelope) if field.default is not dataclasses.MISSING
-}
-_RECEIVED = frozenset(field.name for field in dataclasses.fields(Envelope) if not field.compare)
 
 
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
