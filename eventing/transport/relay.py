@@ -163,7 +163,7 @@ class BackgroundMarks:
         self.wait()
         if rows:
             self._range = (min(row[0] for row in rows), max(row[0] for row in rows))
-            self._pending = self._thread.submit(_mark_published, rows)
+            self._pending = self._thread.submit(_mark_on_thread, rows)
 
     def wait(self) -> None:
         """Until the batch being marked is; raises what marking it raised (its rows stay unpublished)."""
@@ -178,6 +178,14 @@ class BackgroundMarks:
         finally:
             self._thread.submit(_close_connection).result()
             self._thread.shutdown()
+
+
+def _mark_on_thread(rows: Sequence[Pending]) -> None:
+    # The thread's connection may sit idle for hours while the writers publish everything themselves: as the
+    # consumers do per batch, drop it when it is past CONN_MAX_AGE or broken (a restarted server), and let
+    # CONN_HEALTH_CHECKS try it before use, rather than fail the mark on a dead connection.
+    connection.close_if_unusable_or_obsolete()
+    _mark_published(rows)
 
 
 def _close_connection() -> None:
