@@ -12,6 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -85,15 +86,19 @@ def publish(rows: Sequence[OutboxEvent], *, client: RedisClient) -> int:
     )
 
 
-def _publish(rows: Sequence[Pending], *, client: RedisClient) -> int:
-    """Publish the rows and mark those Redis took; when a partition could not take its rows, the others
-    are still marked and PublishIncomplete (or, on one Redis, the error) is raised after."""
+def _publish(rows: Sequence[Pending], *, client: RedisClient, marks: "BackgroundMarks | None" = None) -> int:
+    """Publish the rows and mark those Redis took (with ``marks``, on its thread); when a partition could
+    not take its rows, the others are still marked and PublishIncomplete (or, on one Redis, the error) is
+    raised after."""
     if not rows:
         return 0
     started = time.perf_counter()
     stored, error = _xadd(rows, client=client)
     RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
-    _mark_published(stored)
+    if marks is None:
+        _mark_published(stored)
+    else:
+        marks.mark(stored)
     RELAY_PUBLISHED.inc(len(stored))
     if error is not None:
         if isinstance(error, CREDENTIAL_ERRORS) or not is_cluster(client):
@@ -115,9 +120,12 @@ def _mark_published(rows: Sequence[Pending]) -> None:
     now = OutboxEvent._meta.get_field("published_at").get_db_prep_value(timezone.now(), connection)
     ids = [row[0] for row in rows]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":  # one array parameter, however many ids
+        if connection.vendor == "postgresql":
+            # One array parameter, however many ids, passed as its text ('{1,2,3}'): Django's client-side
+            # binding quoted a list of 500 ints in 0.3 ms, joining them costs 0.05 (the server reads both
+            # alike). A mark that finds nothing to do took 0.65 ms here, against 0.9 to 1.6 before.
             sql = f"UPDATE {table} SET published_at = %s WHERE id = ANY(%s::bigint[]) AND published_at IS NULL"  # noqa: S608 - name quoted, values bound
-            cursor.execute(sql, [now, ids])
+            cursor.execute(sql, [now, f"{{{','.join(map(str, ids))}}}"])
             return
         chunk = (connection.features.max_query_params or len(ids) + 1) - 1
         for start in range(0, len(ids), chunk):
@@ -125,6 +133,74 @@ def _mark_published(rows: Sequence[Pending]) -> None:
             marks = ", ".join(["%s"] * len(part))
             sql = f"UPDATE {table} SET published_at = %s WHERE id IN ({marks}) AND published_at IS NULL"  # noqa: S608 - name quoted, values bound
             cursor.execute(sql, [now, *part])
+
+
+class BackgroundMarks:
+    """The relay's marks, each run on a thread of its own with its own database connection: the UPDATE of one
+    batch runs while the relay reads and sends the next, where it waited for it before (PostgreSQL, 20k rows
+    in batches of 500, a prototype: 339 against 386 ms, median of 4 alternated runs; the UPDATE is most of
+    the relay's database time, a new version of each row with an entry in three indexes, never a HOT update
+    since both partial indexes name published_at).
+
+    One batch is marked at a time, in the order sent. While it is, its id range is left out of the next read
+    (:attr:`sending`), so none of its rows is sent twice. A crash before a mark commits re-publishes the
+    batch, as a crash between XADD and the mark always did; a mark that fails is raised by the next
+    :meth:`mark` or :meth:`wait`. See :func:`background_marks` for where they are used."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-marks")
+        self._pending: Future[None] | None = None
+        self._range = (0, 0)  # the lowest and highest id of the batch submitted last
+
+    @property
+    def sending(self) -> tuple[int, int] | None:
+        """The id range of the batch being marked, while it is being marked. Once the mark is over the range
+        is read again: an unpublished row inside it that was not sent (committed late, or of a partition set
+        aside) is not left out for longer."""
+        return self._range if self._pending is not None and not self._pending.done() else None
+
+    def mark(self, rows: Sequence[Pending]) -> None:
+        """Mark ``rows`` once the batch before them is marked (raising what marking that one raised)."""
+        self.wait()
+        if rows:
+            self._range = (min(row[0] for row in rows), max(row[0] for row in rows))
+            self._pending = self._thread.submit(_mark_on_thread, rows)
+
+    def wait(self) -> None:
+        """Until the batch being marked is; raises what marking it raised (its rows stay unpublished)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last mark, then close the thread's connection and the thread."""
+        try:
+            self.wait()
+        finally:
+            self._thread.submit(_close_connection).result()
+            self._thread.shutdown()
+
+
+def _mark_on_thread(rows: Sequence[Pending]) -> None:
+    # The thread's connection may sit idle for hours while the writers publish everything themselves: as the
+    # consumers do per batch, drop it when it is past CONN_MAX_AGE or broken (a restarted server), and let
+    # CONN_HEALTH_CHECKS try it before use, rather than fail the mark on a dead connection.
+    connection.close_if_unusable_or_obsolete()
+    _mark_published(rows)
+
+
+def _close_connection() -> None:
+    connection.close()  # this thread's own
+
+
+def background_marks() -> BackgroundMarks | None:
+    """BackgroundMarks where they help and are safe: on PostgreSQL, outside a transaction (the thread's
+    connection would not see rows this one has not committed, and would mark none of them). Not on SQLite:
+    it has one writer, whose lock the mark holds wherever it runs, and its in-memory test database shares
+    one cache between connections, which locks the table to the other thread ("database table is locked")."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return None
+    return BackgroundMarks()
 
 
 def _xadd(rows: Sequence[Pending], *, client: RedisClient) -> tuple[list[Pending], Exception | None]:
@@ -205,32 +281,51 @@ def publishing_batch() -> Iterator[None]:
             _publish_best_effort(rows)
 
 
-def publish_pending(*, client: RedisClient, batch_size: int, grace_seconds: float, skip: Sequence[str] = ()) -> int:
+def publish_pending(
+    *,
+    client: RedisClient,
+    batch_size: int,
+    grace_seconds: float,
+    skip: Sequence[str] = (),
+    marks: BackgroundMarks | None = None,
+) -> int:
     """Publish one batch of rows left unpublished for longer than the grace period (but those of ``skip``,
-    partitions whose master did not answer a moment ago)."""
+    partitions whose master did not answer a moment ago). With ``marks`` the batch is marked on its
+    thread, while the next one is read and sent; without, before returning."""
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
-    return _publish(_rerouted(_select_pending(cutoff=cutoff, limit=batch_size, skip=skip)), client=client)
+    sending = marks.sending if marks else None
+    rows = _select_pending(cutoff=cutoff, limit=batch_size, skip=skip, sending=sending)
+    return _publish(_rerouted(rows), client=client, marks=marks)
 
 
-def _select_pending(*, cutoff: datetime, limit: int, skip: Sequence[str]) -> list[Pending]:
-    """The oldest ``limit`` unpublished rows that occurred by ``cutoff``, but those bound for ``skip``.
+def _select_pending(
+    *, cutoff: datetime, limit: int, skip: Sequence[str], sending: tuple[int, int] | None = None
+) -> list[Pending]:
+    """The oldest ``limit`` unpublished rows that occurred by ``cutoff``, but those bound for ``skip`` and
+    those in ``sending`` (the id range of a batch being marked, :attr:`BackgroundMarks.sending`).
 
     Plain SQL on the partial index of unpublished rows: the ORM's query building and its per-row datetime
     converter cost a third of the relay's time on a backlog, and the timestamp is only sent as text."""
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
     params: list[Any] = [OutboxEvent._meta.get_field("occurred_at").get_db_prep_value(cutoff, connection)]
-    not_skipped = ""
+    left_out = ""
     if skip:
-        not_skipped = f" AND stream NOT IN ({', '.join(['%s'] * len(skip))})"
+        left_out = f" AND stream NOT IN ({', '.join(['%s'] * len(skip))})"
         params += skip
+    if sending:
+        left_out += " AND id NOT BETWEEN %s AND %s"
+        params += sending
     occurred_at = OCCURRED_AT_TEXT.get(connection.vendor, "occurred_at")
     sql = (
         f"SELECT id, stream, event_type, payload, {occurred_at} FROM {table} "  # noqa: S608 - names quoted, values bound
-        f"WHERE published_at IS NULL AND occurred_at <= %s{not_skipped} ORDER BY id LIMIT %s"
+        f"WHERE published_at IS NULL AND occurred_at <= %s{left_out} ORDER BY id LIMIT %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, limit])
-        return [(pk, stream, event_type, payload, _timestamp(at)) for pk, stream, event_type, payload, at in cursor]
+        # fetchall(), not iteration: one call loads the batch, where iterating went through Django's cursor
+        # wrapper and psycopg's fetchone() row by row (PostgreSQL, 20k rows: 67 against 78 ms, median of 6).
+        rows = cursor.fetchall()
+    return [(pk, stream, event_type, payload, _timestamp(at)) for pk, stream, event_type, payload, at in rows]
 
 
 # occurred_at as UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]', which _timestamp rewrites in place: reading it as a
@@ -352,9 +447,14 @@ def _moment(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _check_restart(client: RedisClient, batch_size: int) -> None:
+def _check_restart(client: RedisClient, batch_size: int, marks: BackgroundMarks | None = None) -> None:
     """Notice a Redis server that restarted (its run id changed) and re-publish what the partitions it
-    holds may have lost. On a cluster each master restarts on its own: only its partitions go out again."""
+    holds may have lost. On a cluster each master restarts on its own: only its partitions go out again.
+
+    The batch being marked is marked first: re-publishing finds what to send by published_at, and a batch
+    sent just before the restart, still unmarked, would not be found, then marked, and never sent again."""
+    if marks is not None:
+        marks.wait()
     restarted = {
         stream: start
         for stream, start in server_starts(client, partition_streams()).items()
@@ -395,8 +495,20 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
     On every (re)connection it checks whether Redis restarted; every
     EVENTING_TRIM_INTERVAL_SECONDS it trims what every group has acked, and
     every EVENTING_PRUNE_INTERVAL_SECONDS it deletes expired outbox and inbox
-    rows, one bounded DELETE between two rounds of publishing.
+    rows, one bounded DELETE between two rounds of publishing. On PostgreSQL
+    each batch is marked published on a thread of its own while the next is
+    read and sent
+    (:func:`background_marks`).
     """
+    marks = background_marks()
+    try:
+        return _relay(stop=stop, once=once, grace_seconds=grace_seconds, marks=marks)
+    finally:
+        if marks is not None:
+            marks.close()
+
+
+def _relay(*, stop: threading.Event, once: bool, grace_seconds: float | None, marks: BackgroundMarks | None) -> int:
     batch_size = settings.EVENTING_RELAY_BATCH_SIZE
     grace = settings.EVENTING_RELAY_GRACE_SECONDS if grace_seconds is None else grace_seconds
     client = get_redis()
@@ -411,13 +523,15 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
                 client.ping()
                 connected = True
                 logger.info("relay publishing to %s", redact_url(settings.REDIS_URL))
-                _check_restart(client, batch_size)
+                _check_restart(client, batch_size, marks)
             elif time.monotonic() >= next_restart_check and not once:
                 next_restart_check = time.monotonic() + RESTART_CHECK_SECONDS
-                _check_restart(client, batch_size)
+                _check_restart(client, batch_size, marks)
             now = time.monotonic()
             skip = [stream for stream, until in set_aside.items() if until > now]
-            published = publish_pending(client=client, batch_size=batch_size, grace_seconds=grace, skip=skip)
+            published = publish_pending(
+                client=client, batch_size=batch_size, grace_seconds=grace, skip=skip, marks=marks
+            )
             if time.monotonic() >= next_trim and not once:
                 next_trim = time.monotonic() + settings.EVENTING_TRIM_INTERVAL_SECONDS
                 # Every partition even when the outbox has no row of it left (pruned): its groups keep acking;

@@ -6,13 +6,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from eventing.contract.errors import EventError
 from eventing.models import OutboxEvent
 from eventing.transport.client import get_redis
-from eventing.transport.relay import publish_pending
+from eventing.transport.relay import BackgroundMarks, publish_pending
 from inventory.services import stock_item_create
 from inventory.signals import stock_added
 
@@ -105,6 +105,61 @@ def test_the_relay_marks_published_exactly_the_rows_it_sent(settings, redis_clie
     assert unpublished == {rows[1].pk, rows[4].pk}
     sent = [json.loads(f["data"])["id"] for _, f in stream_entries(redis_client, stream)]
     assert sent == [str(row.event_id) for row in (rows[0], rows[2], rows[3])]
+
+
+def outbox_rows(stream: str, count: int) -> list[OutboxEvent]:
+    """``count`` unpublished rows bound for ``stream``, each payload naming its place, in id order."""
+    occurred = timezone.now()
+    OutboxEvent.objects.bulk_create(
+        OutboxEvent(event_id=uuid.uuid4(), event_type="T", stream=stream, payload=f'{{"n": {n}}}', occurred_at=occurred)
+        for n in range(count)
+    )
+    return list(OutboxEvent.objects.order_by("id"))
+
+
+background_marks_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the relay marks on a thread of its own on PostgreSQL only"
+)
+
+
+@background_marks_only
+@pytest.mark.django_db(transaction=True)
+def test_with_background_marks_every_row_is_sent_once_in_order_and_marked(redis_client, stream):
+    rows = outbox_rows(stream, 25)
+
+    marks = BackgroundMarks()
+    try:
+        # Each read comes while the batch before it may still be being marked on the marks' thread.
+        while publish_pending(client=redis_client, batch_size=10, grace_seconds=0, marks=marks) == 10:
+            pass
+    finally:
+        marks.close()
+
+    assert [f["data"] for _, f in stream_entries(redis_client, stream)] == [row.payload for row in rows]
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+@background_marks_only
+@pytest.mark.django_db(transaction=True)
+def test_a_row_left_out_of_a_batch_being_marked_is_read_once_that_batch_is_marked(redis_client, stream):
+    rows = outbox_rows(stream, 6)
+    elsewhere = f"{stream}-elsewhere"
+    OutboxEvent.objects.filter(pk__in=[rows[1].pk, rows[3].pk]).update(stream=elsewhere)
+    marks = BackgroundMarks()
+    try:
+        # Rows 0, 2 and 4 go out; 1 and 3 (a partition set aside) lie inside the id range being marked.
+        assert publish_pending(client=redis_client, batch_size=3, grace_seconds=0, skip=[elsewhere], marks=marks) == 3
+        # The next reads leave that range out while it is being marked, and take 1 and 3 once it is.
+        sent = [publish_pending(client=redis_client, batch_size=3, grace_seconds=0, marks=marks) for _ in range(3)]
+    finally:
+        marks.close()
+
+    assert sorted(sent) in ([0, 0, 3], [0, 1, 2])  # 1, 3 and 5 at once, or 5 first
+
+    payloads = [f["data"] for _, f in stream_entries(redis_client, stream)]
+    assert payloads == [rows[n].payload for n in (0, 2, 4, 5)]
+    assert [f["data"] for _, f in stream_entries(redis_client, elsewhere)] == [rows[1].payload, rows[3].payload]
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
 @pytest.mark.django_db(transaction=True)
