@@ -5,7 +5,8 @@ first, next to a raw baseline measured in the same run.
     .venv/bin/python bench/soak.py [--orders 10000] [--rate 50] [--threads 64] [--poll-ms 100]
 
 Runs the whole system as tests/e2e does (gunicorn, relay, consumers as processes, its own database,
-stream and Mongo database on the services `scripts/services start` runs). Order i is sent at
+stream and Mongo database on the services `scripts/services start` runs), with one process per
+consumer as the Procfile (`make run`) starts them. Order i is sent at
 start + i/rate by whichever client thread is free. For one order in --poll-every (4: a quarter, as
 the issue measured it) the client then GETs it every --poll-ms until its status is final, and that
 is the latency reported; every other order is checked once all have settled. The raw baseline is the
@@ -33,6 +34,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
 MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/eventmono")
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 WAVE = 1000
+# The consumer processes `make run` starts (the Procfile): one each.
+PROCFILE = {"inventory": 1, "orders": 1, "projections": 1}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -46,8 +49,14 @@ def pct(values: list[float], q: float) -> float:
 HOPS = ("ORDER_CREATED", "STOCK_RESERVED", "ORDER_CONFIRMED")
 
 
-def stage_breakdown(system: System, walls: dict[int, tuple[str, float, float]]) -> dict[str, dict[int, list[float]]]:
-    """Per wave, the milliseconds each polled order spent in each hop, from the event log (one read of it)."""
+Hops = dict[str, float]
+
+
+def stage_breakdown(
+    system: System, walls: dict[int, tuple[str, float, float]]
+) -> tuple[dict[str, dict[int, list[float]]], dict[int, Hops]]:
+    """Per wave, the milliseconds each polled order spent in each hop, from the event log (one read of it);
+    and each order's hops."""
     import pymongo
 
     by_correlation: dict[str, dict[str, dict]] = {}
@@ -56,26 +65,27 @@ def stage_breakdown(system: System, walls: dict[int, tuple[str, float, float]]) 
         for record in client.get_default_database()["event_log"].find({}, fields):
             by_correlation.setdefault(record["correlation_id"], {})[record["type"]] = record
     stages: dict[str, dict[int, list[float]]] = {}
+    per_order: dict[int, Hops] = {}
 
-    def add(stage: str, wave: int, ms: float) -> None:
-        stages.setdefault(stage, {}).setdefault(wave, []).append(ms)
+    def add(stage: str, i: int, ms: float) -> None:
+        stages.setdefault(stage, {}).setdefault(i // WAVE, []).append(ms)
+        per_order.setdefault(i, {})[stage] = ms
 
     for i, (correlation_id, sent_wall, final_wall) in walls.items():
         records = by_correlation.get(correlation_id, {})
         if not all(kind in records for kind in HOPS):
             continue  # rejected orders take another path
-        wave = i // WAVE
         at = sent_wall
         for kind in HOPS:
             record = records[kind]
             raised, published = record["occurred_at"].timestamp(), record["stream_ms"] / 1000
-            add(f"until {kind} committed", wave, (raised - at) * 1000)
-            add(f"  {kind} committed -> in the stream", wave, (published - raised) * 1000)
+            add(f"until {kind} committed", i, (raised - at) * 1000)
+            add(f"  {kind} committed -> in the stream", i, (published - raised) * 1000)
             at = published
         read = records[HOPS[-1]]["recorded_at"].timestamp()
-        add(f"{HOPS[-1]} in the stream -> read by projections", wave, (read - at) * 1000)
-        add("read by projections -> seen final by the client", wave, (final_wall - read) * 1000)
-    return stages
+        add(f"{HOPS[-1]} in the stream -> read by projections", i, (read - at) * 1000)
+        add("read by projections -> seen final by the client", i, (final_wall - read) * 1000)
+    return stages, per_order
 
 
 def main() -> None:
@@ -110,7 +120,7 @@ def main() -> None:
         }
 
     with tempfile.TemporaryDirectory() as tmp:
-        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI, env=env)
+        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI, env=env, consumers=PROCFILE)
         try:
             system.start()
             system.add_stock({"SOAK-1": 10**9})
@@ -184,7 +194,7 @@ def main() -> None:
                 "from eventing.models import OutboxEvent as O, ProcessedEvent as P; "
                 "print(O.objects.count(), P.objects.count())",
             ).stdout.split()[-2:]
-            stages = stage_breakdown(system, walls)
+            stages, per_order = stage_breakdown(system, walls)
         finally:
             system.stop()
             system.cleanup()
@@ -220,6 +230,13 @@ def main() -> None:
                 f"  {stage:<44} {statistics.median(first):7.1f} / {pct(first, 0.99):7.1f}"
                 f"   {statistics.median(last):7.1f} / {pct(last, 0.99):7.1f}"
             )
+    slowest = sorted(results, key=lambda result: result[1] - result[2])[: max(1, len(results) // 100)]
+    print("the slowest 1% of polled orders, their hops (ms, in the order above; * the longest), sent at (s):")
+    for i, sent, final_at, _status in slowest:
+        hops = per_order.get(i, {})
+        longest = max(hops.values(), default=0)
+        shown = " ".join(f"{ms:.0f}{'*' if ms == longest else ''}" for ms in hops.values())
+        print(f"  order {i}: {(final_at - sent) * 1000:.0f} ms = {shown or '(rejected)'}; sent at {i / args.rate:.1f}")
     print(
         f"outbox rows {tables[0]}, inbox rows {tables[1]} at the end, after {args.orders} orders "
         f"(~{args.orders * 3} events; inbox retention {args.retention or 'default'} s)"
