@@ -152,13 +152,9 @@ def relay(client, batch_size: int) -> float:
     on the thread of background_marks() while the next is read and sent, the last one marked before the clock
     stops."""
     start = time.perf_counter()
-    marks = background_marks()
-    try:
+    with background_marks() as marks:
         while publish_pending(client=client, batch_size=batch_size, grace_seconds=0, marks=marks) == batch_size:
             pass
-    finally:
-        if marks is not None:
-            marks.close()
     return time.perf_counter() - start
 
 

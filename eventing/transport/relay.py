@@ -193,14 +193,21 @@ def _close_connection() -> None:
     connection.close()  # this thread's own
 
 
-def background_marks() -> BackgroundMarks | None:
-    """BackgroundMarks where they help and are safe: on PostgreSQL, outside a transaction (the thread's
-    connection would not see rows this one has not committed, and would mark none of them). Not on SQLite:
-    it has one writer, whose lock the mark holds wherever it runs, and its in-memory test database shares
-    one cache between connections, which locks the table to the other thread ("database table is locked")."""
+@contextmanager
+def background_marks() -> Iterator[BackgroundMarks | None]:
+    """BackgroundMarks where they help and are safe, closed at the end of the block; None (mark before
+    returning) elsewhere. On PostgreSQL, outside a transaction (the thread's connection would not see rows
+    this one has not committed, and would mark none of them). Not on SQLite: it has one writer, whose lock
+    the mark holds wherever it runs, and its in-memory test database shares one cache between connections,
+    which locks the table to the other thread ("database table is locked")."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return None
-    return BackgroundMarks()
+        yield None
+        return
+    marks = BackgroundMarks()
+    try:
+        yield marks
+    finally:
+        marks.close()
 
 
 def _xadd(rows: Sequence[Pending], *, client: RedisClient) -> tuple[list[Pending], Exception | None]:
@@ -500,12 +507,8 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
     read and sent
     (:func:`background_marks`).
     """
-    marks = background_marks()
-    try:
+    with background_marks() as marks:
         return _relay(stop=stop, once=once, grace_seconds=grace_seconds, marks=marks)
-    finally:
-        if marks is not None:
-            marks.close()
 
 
 def _relay(*, stop: threading.Event, once: bool, grace_seconds: float | None, marks: BackgroundMarks | None) -> int:

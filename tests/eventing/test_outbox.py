@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from django.utils import timezone
 from eventing.contract.errors import EventError
 from eventing.models import OutboxEvent
 from eventing.transport.client import get_redis
-from eventing.transport.relay import BackgroundMarks, publish_pending
+from eventing.transport.relay import BackgroundMarks, background_marks, publish_pending
 from inventory.services import stock_item_create
 from inventory.signals import stock_added
 
@@ -117,42 +119,38 @@ def outbox_rows(stream: str, count: int) -> list[OutboxEvent]:
     return list(OutboxEvent.objects.order_by("id"))
 
 
-background_marks_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="the relay marks on a thread of its own on PostgreSQL only"
-)
+@contextmanager
+def relay_marks() -> Iterator[BackgroundMarks | None]:
+    """The marks relay_forever uses on this database: on a thread of their own on PostgreSQL, before each
+    publish_pending returns on SQLite."""
+    with background_marks() as marks:
+        assert isinstance(marks, BackgroundMarks) == (connection.vendor == "postgresql")
+        yield marks
 
 
-@background_marks_only
 @pytest.mark.django_db(transaction=True)
-def test_with_background_marks_every_row_is_sent_once_in_order_and_marked(redis_client, stream):
+def test_with_the_relays_marks_every_row_is_sent_once_in_order_and_marked(redis_client, stream):
     rows = outbox_rows(stream, 25)
 
-    marks = BackgroundMarks()
-    try:
+    with relay_marks() as marks:
         # Each read comes while the batch before it may still be being marked on the marks' thread.
         while publish_pending(client=redis_client, batch_size=10, grace_seconds=0, marks=marks) == 10:
             pass
-    finally:
-        marks.close()
 
     assert [f["data"] for _, f in stream_entries(redis_client, stream)] == [row.payload for row in rows]
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
-@background_marks_only
 @pytest.mark.django_db(transaction=True)
 def test_a_row_left_out_of_a_batch_being_marked_is_read_once_that_batch_is_marked(redis_client, stream):
     rows = outbox_rows(stream, 6)
     elsewhere = f"{stream}-elsewhere"
     OutboxEvent.objects.filter(pk__in=[rows[1].pk, rows[3].pk]).update(stream=elsewhere)
-    marks = BackgroundMarks()
-    try:
+    with relay_marks() as marks:
         # Rows 0, 2 and 4 go out; 1 and 3 (a partition set aside) lie inside the id range being marked.
         assert publish_pending(client=redis_client, batch_size=3, grace_seconds=0, skip=[elsewhere], marks=marks) == 3
         # The next reads leave that range out while it is being marked, and take 1 and 3 once it is.
         sent = [publish_pending(client=redis_client, batch_size=3, grace_seconds=0, marks=marks) for _ in range(3)]
-    finally:
-        marks.close()
 
     assert sorted(sent) in ([0, 0, 3], [0, 1, 2])  # 1, 3 and 5 at once, or 5 first
 
