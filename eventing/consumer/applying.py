@@ -173,10 +173,7 @@ class Timings:
             self.add_one(delivery.envelope.type, share)
 
     def add_one(self, event_type: str, seconds: float) -> None:
-        found = self.by_type.get(event_type)
-        if found is None:
-            found = self.by_type[event_type] = []
-        found.append(seconds)
+        self.by_type.setdefault(event_type, []).append(seconds)
 
     def observe(self) -> None:
         for event_type, shares in self.by_type.items():

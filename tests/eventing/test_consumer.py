@@ -133,18 +133,23 @@ def test_an_event_already_applied_is_skipped_among_new_ones_of_its_batch(redis_c
     assert pending_count(redis_client, stream, "probe") == 0
 
 
-def test_an_out_of_order_event_never_regresses_a_view(redis_client, stream):
+def created_and_confirmed(*, quantity: int, placed_at: str) -> tuple[Envelope, Envelope]:
+    """Order o-1's ORDER_CREATED (``quantity`` of A-1) and ORDER_CONFIRMED, versions 1 and 2."""
     created = Envelope.wrap(
         OrderCreated(
             order_id="o-1",
             customer_id="c-1",
-            lines=[{"sku": "A-1", "quantity": 2}],
-            placed_at="2026-01-01T00:00:00+00:00",
+            lines=[{"sku": "A-1", "quantity": quantity}],
+            placed_at=placed_at,
             channel="api",
         ),
         aggregate_version=1,
     )
-    confirmed = Envelope.wrap(OrderConfirmed(order_id="o-1", customer_id="c-1"), aggregate_version=2)
+    return created, Envelope.wrap(OrderConfirmed(order_id="o-1", customer_id="c-1"), aggregate_version=2)
+
+
+def test_an_out_of_order_event_never_regresses_a_view(redis_client, stream):
+    created, confirmed = created_and_confirmed(quantity=2, placed_at="2026-01-01T00:00:00+00:00")
     # The newer events arrive first, the older ones (and a repeat) after them.
     for envelope in (
         confirmed,
@@ -216,17 +221,7 @@ def test_a_batch_function_registered_for_several_event_types_runs_once_per_batch
         registry.register_handler(
             registry.Handler(consumer=folder.name, event_type=event_type, func=fold, idempotent=True, batch=True)
         )
-    created = Envelope.wrap(
-        OrderCreated(
-            order_id="o-1",
-            customer_id="c-1",
-            lines=[{"sku": "A-1", "quantity": 1}],
-            placed_at="2026-11-30T09:00:00+00:00",
-            channel="api",
-        ),
-        aggregate_version=1,
-    )
-    confirmed = Envelope.wrap(OrderConfirmed(order_id="o-1", customer_id="c-1"), aggregate_version=2)
+    created, confirmed = created_and_confirmed(quantity=1, placed_at="2026-11-30T09:00:00+00:00")
     for envelope in (created, confirmed):
         xadd(redis_client, stream, envelope)
 
