@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract.consumers import handles
@@ -222,7 +222,18 @@ def test_consumers_with_leases_keep_applying_live_masters_partitions_while_one_i
             client.xadd(partition, {"type": envelope.type, "data": envelope.to_json()})
 
     def applied() -> dict[str, int]:
-        return {r.sku.removeprefix("last:"): int(r.name) for r in CatalogItem.objects.filter(sku__startswith="last:")}
+        """The last version applied per sku. While a consumer thread writes, the tests' in-memory SQLite (one
+        cache shared by the threads' connections) answers a read "table is locked" at once rather than
+        waiting: such a read is tried again, for up to 5 s."""
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                rows = CatalogItem.objects.filter(sku__startswith="last:")
+                return {r.sku.removeprefix("last:"): int(r.name) for r in rows}
+            except OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
 
     def caught_up(partitions: set[str]) -> bool:
         versions = applied()
