@@ -324,7 +324,8 @@ def _apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[Hand
                     group.append(h)
     timings = Timings(consumer)
     try:
-        for group in groups.values():
+        # Handlers that run last (Handler.runs_last) after the others, whichever type's route named them first.
+        for group in sorted(groups.values(), key=lambda group: group[0].runs_last):
             # Each route's first handler of the group, if it has one.
             chosen = {id(route): next((h for h in group if any(h is r for r in route)), None) for route in routes}
             targets = [

@@ -63,6 +63,9 @@ class Handler:
     # A batch handler (idempotent only) takes every event of a chunk at once, as a list of
     # (event, envelope): func(items). A failing batch is redone event by event to find the culprit.
     batch: bool = False
+    # Runs after the consumer's other handlers, whatever the order they were registered in: the event log
+    # and its indexes, which no client waits on, come after the views clients poll.
+    runs_last: bool = False
 
     @property
     def name(self) -> str:
@@ -116,6 +119,7 @@ def register_handler(handler: Handler) -> Handler:
     if any(h.event_type == handler.event_type and h.name == handler.name for h in registered):
         raise DeclarationError(f"{handler.name} is registered twice for {handler.consumer}/{handler.event_type}")
     registered.append(handler)
+    registered.sort(key=lambda h: h.runs_last)  # stable: registration order within each kind
     return handler
 
 
@@ -169,7 +173,7 @@ ORDERS = declare_consumer(
 )
 PROJECTIONS = declare_consumer(
     "projections",
-    description="Writes every event to the MongoDB event log, then projects the read views "
-    "(each projection in readside/ registers its own handler here).",
+    description="Projects the read views (each projection registers its own handler here), then writes "
+    "every event to the MongoDB event log and its indexes.",
     writes_event_log=True,
 )

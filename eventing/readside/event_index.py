@@ -3,7 +3,8 @@ each a document of its own, found by ``_id``. FerretDB v1 scans the whole log fo
 ``_id``, so the timeline and the event listing read these instead of filtering the log.
 
 Both are a projection over every event (``ALL_EVENTS``) of the ``PROJECTIONS`` consumer, so they are
-written in the same batches as the log, replayed and verified like any view. An entry is the event's
+written in the same batches as the log (after it, and after the views clients poll: ``runs_last``),
+replayed and verified like any view. An entry is the event's
 log record — as logged, when a redelivery finds the event in the log already (``as_logged``) — and the first
 one written stays, so redeliveries change nothing.
 """
@@ -78,5 +79,6 @@ event_index = register(
         documents=(EventsByCorrelation, EventsByAggregate),
         events=ALL_EVENTS,
         changes=index_changes,
+        runs_last=True,  # after the event log, whose records it keeps (as_logged)
     )
 )

@@ -13,6 +13,7 @@ from pymongo.errors import BulkWriteError
 
 from eventing.contract.consumers import ALL_EVENTS, PROJECTIONS, Handler, register_handler
 from eventing.contract.envelope import Envelope, utcnow
+from eventing.readside.mongo import read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -177,13 +178,14 @@ def as_logged(envelope: Envelope) -> Envelope:
 
 
 def append_to_event_log(items: list[tuple[Any, Envelope]]) -> None:
-    """The ``PROJECTIONS`` consumer's first handler: every event of a batch into the log at once. The events it
-    finds there already are read back (``as_logged``), so the projections after it index them as logged."""
+    """Every event of a batch into the log at once, once the ``PROJECTIONS`` consumer's views have their
+    changes (``runs_last``: clients wait on the views, not on the log). The events it finds there already are
+    read back (``as_logged``), so the log's indexes, registered after it, index them as logged."""
     envelopes = [envelope for _event, envelope in items]
     new = event_log_append_many(envelopes=envelopes)
     repeated = [envelope.id for envelope in envelopes if envelope.id not in new]
     _ALREADY_LOGGED.set(
-        {record["_id"]: envelope_from_record(record) for record in collection().find({"_id": {"$in": repeated}})}
+        {key: envelope_from_record(record) for key, record in read_rows(collection(), repeated).items()}
         if repeated
         else None
     )
@@ -200,5 +202,6 @@ register_handler(
         idempotent=True,
         label=f"{__name__}.append_to_event_log",
         batch=True,
+        runs_last=True,
     )
 )

@@ -61,6 +61,8 @@ class Projection:
     # Changes of other documents that follow from a changed row (a listing of the rows it lists):
     # derive(document, row) -> Changes. A pure function of the row, so live writes and a replay agree.
     derive: Callable[[type[Document], dict[str, Any]], Changes] | None = field(default=None, compare=False)
+    # Written after the other projections of a batch (Handler.runs_last): the event log's own indexes.
+    runs_last: bool = False
 
     @property
     def event_types(self) -> tuple[str, ...]:
@@ -117,6 +119,7 @@ def register(projection: Projection) -> Projection:
                 idempotent=True,
                 label=f"{projection.changes.__module__}.{projection.name} projection",
                 batch=True,
+                runs_last=projection.runs_last,
             )
         )
     return projection

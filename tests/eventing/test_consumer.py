@@ -7,7 +7,7 @@ from eventing.consumer.runner import StreamConsumer
 from eventing.contract import consumers as registry
 from eventing.contract.envelope import Envelope
 from eventing.models import DeadLetter, ProcessedEvent
-from inventory.events import StockAdded
+from inventory.events import StockAdded, StockReserved
 from inventory.read_models import StockView
 from orders.events import OrderConfirmed, OrderCreated
 from orders.models import CatalogItem
@@ -229,6 +229,57 @@ def test_a_batch_function_registered_for_several_event_types_runs_once_per_batch
 
     assert calls == [["ORDER_CREATED", "ORDER_CONFIRMED"]]
     assert pending_count(redis_client, stream, folder.name) == 0
+
+
+def test_handlers_that_run_last_run_after_the_others_of_a_batch_whatever_the_order_they_came_in(
+    redis_client, stream, monkeypatch
+):
+    # As the projections consumer: the event log's handlers are registered before the views', and the
+    # routes of a batch's first event type name them before the others' types' views; the views still go first.
+    folder = scratch_consumer(monkeypatch, "folder")
+    calls: list[str] = []
+
+    def batch_of(name: str):  # noqa: ANN202 - a handler function
+        def run(items: list[tuple[object, Envelope]]) -> None:
+            calls.append(name)
+
+        return run
+
+    log, created_view, confirmed_view = batch_of("log"), batch_of("created view"), batch_of("confirmed view")
+    for event_type in (OrderCreated.TYPE, OrderConfirmed.TYPE):
+        handler = registry.Handler(
+            consumer=folder.name,
+            event_type=event_type,
+            func=log,
+            idempotent=True,
+            batch=True,
+            label="log",
+            runs_last=True,
+        )
+        registry.register_handler(handler)
+    for event_type, view in ((OrderCreated.TYPE, created_view), (OrderConfirmed.TYPE, confirmed_view)):
+        registry.register_handler(
+            registry.Handler(
+                consumer=folder.name, event_type=event_type, func=view, idempotent=True, batch=True, label=event_type
+            )
+        )
+    assert [h.func for h in registry.handlers_for(folder.name, OrderCreated.TYPE)] == [created_view, log]
+    for envelope in created_and_confirmed(quantity=1, placed_at="2026-11-30T09:00:00+00:00"):
+        xadd(redis_client, stream, envelope)
+
+    StreamConsumer(name=folder.name, consumer_id="c1", block_ms=5).run_until_idle()
+
+    assert calls == ["created view", "confirmed view", "log"]
+
+
+def test_the_projections_consumer_writes_the_views_before_the_event_log_and_its_indexes():
+    for event_type in (OrderConfirmed.TYPE, StockReserved.TYPE):
+        labels = [h.name for h in registry.handlers_for(registry.PROJECTIONS.name, event_type)]
+        assert labels[-2:] == [
+            "eventing.readside.event_log.append_to_event_log",
+            "eventing.readside.event_index.event-index projection",
+        ]
+        assert len(labels) == 3  # the type's own view first
 
 
 def test_a_chunk_takes_as_many_entries_as_fit_in_the_commit_time_within_its_bounds():
