@@ -80,6 +80,21 @@ def place_in_background(system: System, count: int, seed: int) -> tuple[threadin
     return thread, result
 
 
+def place_until(system: System, stop: threading.Event, seed: int) -> tuple[threading.Thread, dict]:
+    """Orders from 4 threads, a few at a time, until ``stop`` is set: a load that lasts as long as the fault,
+    however fast the machine places them (a fixed count could all be placed before the kill)."""
+    result: dict = {"placed": []}
+    rng = random.Random(seed)
+
+    def place() -> None:
+        while not stop.is_set():
+            result["placed"] += system.place_orders(make_orders(rng, count=8, stock=STOCK), threads=4)
+
+    thread = threading.Thread(target=place)
+    thread.start()
+    return thread, result
+
+
 def test_f10_a_cluster_master_killed_and_restarted_with_and_without_its_data_loses_nothing(redis_cluster, make_system):
     system = make_system(redis_url=redis_cluster.url, env={**CLUSTER_ENV, "CACHE_URL": settings.REDIS_URL})
     victim = redis_cluster.node_of(system.streams[0])
@@ -89,7 +104,8 @@ def test_f10_a_cluster_master_killed_and_restarted_with_and_without_its_data_los
     system.add_stock(STOCK)
 
     # 1. kill -9 under load; down for three seconds (past the 2 s node timeout: the others mark it failed).
-    thread, first = place_in_background(system, 150, seed=10)
+    placing = threading.Event()
+    thread, first = place_until(system, placing, seed=10)
     time.sleep(1.5)
     at_kill = snapshot(system, held)
     victim.kill(signal.SIGKILL)
@@ -103,7 +119,9 @@ def test_f10_a_cluster_master_killed_and_restarted_with_and_without_its_data_los
     back = time.monotonic()
     down_1 = back - killed
     lost_at_kill = sum(n for n, _ in at_kill.values()) - survived(system, at_kill)
+    placing.set()
     thread.join(timeout=300)
+    assert not thread.is_alive()
     system.wait_settled(timeout=180)
     settled_1 = time.monotonic() - back
     figures_1 = check_invariants(system, first["placed"])
@@ -133,6 +151,7 @@ def test_f10_a_cluster_master_killed_and_restarted_with_and_without_its_data_los
         partitions=f"{len(held)}/{PARTITIONS} on the victim",
         member_sets_on_victim=redis_cluster.node_of(members_key(group="inventory", base=system.stream)) is victim,
         down_s=round(down_1, 1),
+        orders_placed=len(first["placed"]),
         entries_at_kill=sum(n for n, _ in at_kill.values()),
         lost_at_kill=lost_at_kill,
         other_partitions_took_while_down=others_flowed,
