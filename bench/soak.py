@@ -6,7 +6,8 @@ first, next to a raw baseline measured in the same run.
 
 Runs the whole system as tests/e2e does (gunicorn, relay, consumers as processes, its own database,
 stream and Mongo database on the services `scripts/services start` runs), with one process per
-consumer as the Procfile (`make run`) starts them. Order i is sent at
+consumer as the Procfile (`make run`) starts them, and as many gunicorn workers as gunicorn.conf.py gives
+`make run` (2 per core + 1; the tests' systems run 2). Order i is sent at
 start + i/rate by whichever client thread is free. For one order in --poll-every (4: a quarter, as
 the issue measured it) the client then GETs it every --poll-ms until its status is final, and that
 is the latency reported; every other order is checked once all have settled. The raw baseline is the
@@ -110,9 +111,10 @@ def main() -> None:
         "tables stay bounded; 0 keeps the settings' defaults (a day and a week)",
     )
     args = parser.parse_args()
-    env = {}
+    # gunicorn's workers as `make run` sizes them (gunicorn.conf.py: 2 per core + 1), not the tests' 2.
+    env = {"WEB_CONCURRENCY": str(2 * len(os.sched_getaffinity(0)) + 1)}
     if args.retention:
-        env = {
+        env |= {
             "EVENTING_INBOX_RETENTION_SECONDS": str(args.retention),
             "EVENTING_OUTBOX_RETENTION_SECONDS": str(max(args.retention // 3, 5)),
             "EVENTING_PRUNE_INTERVAL_SECONDS": "5",
