@@ -18,6 +18,7 @@ Targets: p99 <= 250 ms in the first and the last 1,000 orders, growth <= 1.3x.
 
 import argparse
 import os
+import runpy
 import statistics
 import sys
 import tempfile
@@ -111,8 +112,8 @@ def main() -> None:
         "tables stay bounded; 0 keeps the settings' defaults (a day and a week)",
     )
     args = parser.parse_args()
-    # gunicorn's workers as `make run` sizes them (gunicorn.conf.py: 2 per core + 1), not the tests' 2.
-    env = {"WEB_CONCURRENCY": str(2 * len(os.sched_getaffinity(0)) + 1)}
+    # gunicorn's workers as `make run` sizes them (gunicorn.conf.py's own rule), not the tests' 2.
+    env = {"WEB_CONCURRENCY": str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"])}
     if args.retention:
         env |= {
             "EVENTING_INBOX_RETENTION_SECONDS": str(args.retention),

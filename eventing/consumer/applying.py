@@ -165,6 +165,19 @@ class Timings:
     def __init__(self, consumer: str) -> None:
         self.consumer = consumer
         self.by_type: dict[str, list[float]] = {}
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        """Start the clock of ``lap``: one reading per event, each event's time from the end of the one before."""
+        self._last = time.perf_counter()
+
+    def lap(self, event_type: str | None) -> None:
+        """The time since the last lap (or ``start``) went to an event of ``event_type``; None: to one that
+        failed, whose time is not counted."""
+        now = time.perf_counter()
+        if event_type is not None:
+            self.add_one(event_type, now - self._last)
+        self._last = now
 
     def add(self, deliveries: list[Delivery], seconds: float) -> None:
         """The handlers' time, shared by the events it was spent on."""
@@ -186,10 +199,9 @@ _NO_SPAN = nullcontext()
 
 
 def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings) -> None:
-    """Run the deliveries' relational handlers, in the chunk's transaction. One clock reading per event: each
-    event's time runs from the end of the one before."""
+    """Run the deliveries' relational handlers, in the chunk's transaction, timing each (``Timings.lap``)."""
     traced = tracing.enabled()
-    last = time.perf_counter()
+    timings.start()
     for delivery in deliveries:
         envelope = delivery.envelope
         with (
@@ -205,9 +217,7 @@ def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings
                     raise
                 except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
                     raise _HandlerFailed(HandlerFailure(delivery, handler, exc, tb.format_exc())) from exc
-        now = time.perf_counter()
-        timings.add_one(envelope.type, now - last)
-        last = now
+        timings.lap(envelope.type)
 
 
 def _inbox_insert_all(deliveries: list[Delivery], *, consumer: str) -> bool:
@@ -354,9 +364,9 @@ def _apply_idempotent(deliveries: list[Delivery], *, consumer: str) -> list[Hand
 
 
 def _run_idempotent(targets: list[tuple[Delivery, Handler]], *, timings: Timings) -> list[HandlerFailure]:
-    """Run each delivery's handler on it alone; the failures. One clock reading per event, as ``_run_handlers``."""
+    """Run each delivery's handler on it alone, timing each (``Timings.lap``); the failures."""
     failures = []
-    last = time.perf_counter()
+    timings.start()
     for delivery, handler in targets:
         envelope = delivery.envelope
         failure = None
@@ -370,12 +380,9 @@ def _run_idempotent(targets: list[tuple[Delivery, Handler]], *, timings: Timings
                 raise TransientFailure(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - any handler bug is counted and retried, then dead-lettered
                 failure = HandlerFailure(delivery, handler, exc, tb.format_exc())
-        now = time.perf_counter()
-        if failure is None:
-            timings.add_one(envelope.type, now - last)
-        else:
+        timings.lap(envelope.type if failure is None else None)
+        if failure is not None:
             failures.append(failure)
-        last = now
     return failures
 
 

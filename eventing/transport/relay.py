@@ -504,8 +504,7 @@ def relay_forever(*, stop: threading.Event, once: bool = False, grace_seconds: f
     every EVENTING_PRUNE_INTERVAL_SECONDS it deletes expired outbox and inbox
     rows, one bounded DELETE between two rounds of publishing. On PostgreSQL
     each batch is marked published on a thread of its own while the next is
-    read and sent
-    (:func:`background_marks`).
+    read and sent (:func:`background_marks`).
     """
     with background_marks() as marks:
         return _relay(stop=stop, once=once, grace_seconds=grace_seconds, marks=marks)
