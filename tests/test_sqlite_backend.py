@@ -157,3 +157,16 @@ def test_a_write_in_autocommit_mode_waits_for_the_lock_and_is_applied_once(
     finally:
         holder.join()
     assert _writers(wrapper.connection) == ["holder", "autocommit", "holder"]
+
+
+def test_a_logged_query_quotes_its_parameters_as_sqlites_quote_does(path: Path, wrapper: DatabaseWrapper) -> None:
+    params = [None, True, False, 0, -7, 2**62, 1.5, -0.25, "plain", "it's", "", "ünï", b"\x00\xffA", memoryview(b"ab")]
+    sql = "SELECT " + ", ".join(["%s"] * len(params))
+    with wrapper.cursor() as cursor:
+        logged = wrapper.ops.last_executed_query(cursor, sql, params)
+        quoted = cursor.execute("SELECT " + ", ".join(["QUOTE(%s)"] * len(params)), params).fetchone()
+    assert logged == sql % quoted  # what Django's own would log, without asking SQLite
+
+    with wrapper.cursor() as cursor:
+        assert wrapper.ops.last_executed_query(cursor, "SELECT %(a)s", {"a": "x"}) == "SELECT 'x'"
+        assert wrapper.ops.last_executed_query(cursor, "SELECT 1", None) == "SELECT 1"

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.db.backends.sqlite3 import base
+from django.db.backends.sqlite3 import base, operations
 
 FIRST_PAUSE_SECONDS = 0.0001
 LONGEST_PAUSE_SECONDS = 0.002
@@ -49,7 +49,30 @@ class CursorWrapper(base.SQLiteCursorWrapper):
         return poll_for_lock(self.connection, lambda: super(CursorWrapper, self).execute(query, params))
 
 
+class DatabaseOperations(operations.DatabaseOperations):
+    def _quote_params_for_last_executed_query(self, params: Any) -> tuple[str, ...]:
+        # Django's asks SQLite to QUOTE() each parameter, a query of its own for every statement logged
+        # (with DEBUG, every statement): quoted here, as QUOTE() does for the types a query binds.
+        return tuple(map(quote, params))
+
+
+def quote(value: Any) -> str:
+    """``value`` as SQLite's QUOTE() writes it, for the text of a logged query."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"X'{bytes(value).hex().upper()}'"
+    text = str(value).replace("'", "''")
+    return f"'{text}'"
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Connection:
         connection: Connection = super().get_new_connection({**conn_params, "factory": Connection})
         connection.lock_timeout = conn_params.get("timeout", DEFAULT_TIMEOUT_SECONDS)
