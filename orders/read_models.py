@@ -56,20 +56,13 @@ class CustomerOrderMonth(Document):
 
 
 class CustomerOrderIndex(Document):
-    """Which months a customer placed orders in, and how many each: ``months`` maps month -> {"count": n};
-    and the customer's ``RECENT_ORDERS`` newest orders: ``recent`` maps order id -> summary, so the
-    listing's first page (the one nearly every request asks for) is this one document."""
+    """Which months a customer placed orders in, and how many each: ``months`` maps month -> {"count": n}."""
 
     id = StringField(primary_key=True)  # the customer id
     months = DictField()
-    recent = DictField()
     version = IntField(default=0)
 
     meta = {"collection": "customer_order_index"}
-
-
-# The API's default page size (REST_FRAMEWORK["PAGE_SIZE"]).
-RECENT_ORDERS = 50
 
 
 def month_key(customer_id: str, month: str) -> str:
@@ -107,9 +100,8 @@ def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
 
 
 def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> Changes:
-    """An order's summary in its customer's month and among the customer's newest, from its order view row;
-    a month's count in the customer's index, from the month. Derived from rows, not events: an order's later
-    events do not carry its date."""
+    """An order's summary in its customer's month, from its order view row; a month's count in the customer's
+    index, from the month. Derived from rows, not events: an order's later events do not carry its date."""
     if document is OrderView:
         if row.get("placed_at") is None:
             return []  # ORDER_CREATED has not arrived yet; it will bring the date
@@ -125,19 +117,11 @@ def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> C
         }
         key = month_key(row["customer_id"], month)
         facts = {"customer_id": row["customer_id"], "month": month}
-        entry = {row["_id"]: summary}
         return [
-            (CustomerOrderMonth, RowChange(key=key, version=0, fields={}, facts=facts, entries={"orders": entry})),
             (
-                CustomerOrderIndex,
-                RowChange(
-                    key=row["customer_id"],
-                    version=0,
-                    fields={},
-                    entries={"recent": entry},
-                    capped={"recent": ("placed_at", RECENT_ORDERS)},
-                ),
-            ),
+                CustomerOrderMonth,
+                RowChange(key=key, version=0, fields={}, facts=facts, entries={"orders": {row["_id"]: summary}}),
+            )
         ]
     if document is CustomerOrderMonth:
         # A month only gains orders, so its count is its own version: the larger count wins.

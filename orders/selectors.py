@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, overload
 
 from eventing.readside.projections import active_collection, view_objects
@@ -15,9 +15,8 @@ def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderVie
 
 class CustomerOrderListing(Sequence[dict[str, Any]]):
     """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the
-    customer's index once, which holds the newest orders: a slice of those costs nothing more. Any other
-    reads only the months it covers, each by ``_id``: a page costs a few lookups however many orders are
-    stored."""
+    customer's index once, then only the months a slice covers, each by ``_id``: a page costs a few
+    lookups however many orders are stored."""
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
@@ -26,7 +25,6 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         index = active_collection(CustomerOrderIndex).find_one({"_id": customer_id}) or {}
         months: dict[str, dict[str, int]] = index.get("months", {})
         self.months = sorted(((month, int(info["count"])) for month, info in months.items()), reverse=True)
-        self.recent = _newest_first(index.get("recent", {}).values())
 
     def count(self) -> int:  # type: ignore[override]  # the paginator's count(), not Sequence.count(value)
         return sum(count for _month, count in self.months)
@@ -42,8 +40,6 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         if isinstance(index, int):
             return self[index : index + 1][0]
         start, stop, _step = index.indices(self.count())
-        if stop <= len(self.recent):
-            return self.recent[start:stop]
         found: list[dict[str, Any]] = []
         offset = 0
         for month, count in self.months:
@@ -56,11 +52,8 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
 
     def _month(self, month: str) -> list[dict[str, Any]]:
         bucket = active_collection(CustomerOrderMonth).find_one({"_id": month_key(self.customer_id, month)}) or {}
-        return _newest_first(bucket.get("orders", {}).values())
-
-
-def _newest_first(summaries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(summaries, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
+        orders = list(bucket.get("orders", {}).values())
+        return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
 
 
 def customer_order_list(*, customer_id: str) -> CustomerOrderListing:

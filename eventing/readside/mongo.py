@@ -60,11 +60,6 @@ class RowChange:
     write stays). So rows converge to the newest state whatever the order of
     the events and however often each comes.
 
-    ``capped`` bounds some of those maps: ``{field: (rank, n)}`` keeps a map's
-    ``n`` entries of highest ``(entry[rank], key)``, by a rank no entry ever
-    changes (a listing's newest page). Such a map converges too: to the top ``n``
-    of every entry ever set, each at its newest version.
-
     ``creates`` says the event most likely makes the row (an order's first event, a transaction's): the
     live write then inserts it without looking it up first, and reads it only if it was there after all.
     A hint that proves wrong costs a refused insert, never a wrong row.
@@ -77,7 +72,6 @@ class RowChange:
     add_to_set: dict[str, Any] = field(default_factory=dict)
     entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     creates: bool = False
-    capped: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def normalized(self) -> RowChange:
         """The change as MongoDB will store it (datetimes in UTC to the millisecond), so
@@ -86,14 +80,7 @@ class RowChange:
             {"fields": self.fields, "facts": self.facts, "add_to_set": self.add_to_set, "entries": self.entries}
         )
         return RowChange(
-            self.key,
-            self.version,
-            doc["fields"],
-            doc["facts"],
-            doc["add_to_set"],
-            doc["entries"],
-            self.creates,
-            self.capped,
+            self.key, self.version, doc["fields"], doc["facts"], doc["add_to_set"], doc["entries"], self.creates
         )
 
 
@@ -120,10 +107,6 @@ def apply_change(row: dict[str, Any] | None, change: RowChange) -> dict[str, Any
             existing = stored.get(member_key)
             if existing is None or entry.get("version", 0) > existing.get("version", 0):
                 stored[member_key] = entry
-        if name in change.capped:
-            rank, keep = change.capped[name]
-            if len(stored) > keep:
-                stored = dict(sorted(stored.items(), key=lambda item: (item[1][rank], item[0]), reverse=True)[:keep])
         new[name] = stored
     if change.version > new.get("version", 0):
         new.update(change.fields)

@@ -1,6 +1,5 @@
 """Guarded view writes against the real FerretDB/MongoDB."""
 
-import random
 import threading
 
 import pytest
@@ -118,29 +117,6 @@ def test_the_pure_rule_and_the_live_write_agree_whatever_the_order():
     assert Row._get_collection().find_one({"_id": "r"}) == folded
     assert (folded["state"], folded["version"], folded["name"]) == ("s3", 3, "R")
     assert sorted(s["v"] for s in folded["seen"]) == [1, 2, 3]
-
-
-def test_a_capped_map_keeps_its_top_entries_at_their_newest_versions_whatever_the_order_and_repeats():
-    # Ten members ranked 0..9, each set at versions 1 and 2; the map keeps the four of highest rank.
-    changes = [
-        RowChange("m", 0, {}, entries={"top": {f"k{rank}": {"rank": rank, "version": v}}}, capped={"top": ("rank", 4)})
-        for rank in range(10)
-        for v in (1, 2)
-    ]
-    expected = {f"k{rank}": {"rank": rank, "version": 2} for rank in range(6, 10)}
-    shuffler = random.Random(7)
-    for _attempt in range(20):
-        order = changes + shuffler.sample(changes, 8)  # every change, then some again
-        shuffler.shuffle(order)
-        folded = None
-        for change in order:
-            folded = apply_change(folded, change)
-        assert folded["top"] == expected, order
-
-    rows = Row._get_collection()
-    for first in range(0, len(order), 5):  # the live write, in batches, agrees
-        apply_changes(rows, order[first : first + 5])
-    assert rows.find_one({"_id": "m"})["top"] == expected
 
 
 def test_a_row_this_process_wrote_last_is_not_read_again_and_comes_back_should_the_database_lose_it():

@@ -12,9 +12,7 @@ from eventing.consumer.runner import StreamConsumer
 from eventing.contract.envelope import Envelope
 from eventing.readside.replay import verify_views
 from inventory.events import StockAdded, StockReserved
-from orders import read_models
 from orders.events import OrderConfirmed, OrderCreated
-from orders.read_models import CustomerOrderIndex, CustomerOrderMonth
 from orders.selectors import customer_order_list
 from tests.eventing.test_consumer import xadd
 
@@ -102,34 +100,3 @@ def test_a_customers_listing_pages_newest_first_across_months(redis_client, stre
     assert [s["placed_at"] for s in listing[5:12]] == sorted(placed, reverse=True)[5:12]
     assert [s["status"] for s in listing[0:3]] == ["PENDING"] * 3
     assert customer_order_list(customer_id="nobody").count() == 0
-
-
-def test_a_customers_newest_page_is_served_by_the_index_alone_and_later_pages_by_the_months(
-    redis_client, stream, monkeypatch
-):
-    monkeypatch.setattr(read_models, "RECENT_ORDERS", 8)
-    start = datetime(2026, 9, 20, 22, 0, tzinfo=UTC)
-    placed = [start + timedelta(days=3 * n) for n in range(30)]  # over four months
-    confirmations = {}
-    for n, moment in enumerate(random.Random(3).sample(placed, len(placed))):  # placed in any order
-        created, _reserved, confirmations[moment] = order_events("bob", n, moment)
-        xadd(redis_client, stream, created)
-    # The oldest order's later event updates its summary, but does not bring it among the newest.
-    xadd(redis_client, stream, confirmations[start])
-    StreamConsumer(name="projections", block_ms=5).run_until_idle()
-    newest_first = sorted(placed, reverse=True)
-
-    index = CustomerOrderIndex._get_collection().find_one({"_id": "bob"})
-    assert sorted((s["placed_at"] for s in index["recent"].values()), reverse=True) == newest_first[:8]
-    # With the months gone, the newest page still reads whole from the index: it needed no other lookup.
-    months = {row["_id"]: row for row in CustomerOrderMonth._get_collection().find({})}
-    CustomerOrderMonth._get_collection().delete_many({})
-    assert [s["placed_at"] for s in customer_order_list(customer_id="bob")[0:8]] == newest_first[:8]
-    assert customer_order_list(customer_id="bob")[0:9] == []  # past the newest: the months (gone) serve it
-    CustomerOrderMonth._get_collection().insert_many(list(months.values()))
-
-    listing = customer_order_list(customer_id="bob")
-    assert [s["placed_at"] for s in listing[0:30]] == newest_first
-    assert [s["placed_at"] for s in listing[5:12]] == newest_first[5:12]
-    assert [s["status"] for s in listing[0:30]] == ["PENDING"] * 29 + ["CONFIRMED"]
-    assert verify_views() == []  # the capped index equals the fold of the whole log
