@@ -5,7 +5,9 @@ ratios, not absolute numbers).
     .venv/bin/python bench/order_latency.py [--sequential 50] [--burst 200]
 
 Runs the web server, relay and consumers as separate processes, like
-tests/e2e, against the Redis and FerretDB that `scripts/services start` runs.
+tests/e2e, against the Redis and FerretDB that `scripts/services start` runs,
+shaped as `make run` runs them: one process per consumer (the Procfile) and
+gunicorn's workers as gunicorn.conf.py sizes them.
 """
 
 import argparse
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.system import System  # noqa: E402
+from tests.e2e.system import PROCFILE_CONSUMERS, System, make_run_web_env  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
 MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/eventmono")
@@ -95,7 +97,13 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI)
+        system = System(
+            Path(tmp),
+            redis_url=REDIS_URL,
+            mongodb_uri=MONGODB_URI,
+            env=make_run_web_env(),
+            consumers=PROCFILE_CONSUMERS,
+        )
         try:
             system.start()
             system.request("POST", "/api/inventory/items/", {"sku": "BENCH-1", "name": "bench", "quantity": 10**8})

@@ -18,7 +18,6 @@ Targets: p99 <= 250 ms in the first and the last 1,000 orders, growth <= 1.3x.
 
 import argparse
 import os
-import runpy
 import statistics
 import sys
 import tempfile
@@ -30,14 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.system import System  # noqa: E402
+from tests.e2e.system import PROCFILE_CONSUMERS, System, make_run_web_env  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6380/0")
 MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27018/eventmono")
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 WAVE = 1000
-# The consumer processes `make run` starts (the Procfile): one each.
-PROCFILE = {"inventory": 1, "orders": 1, "projections": 1}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -112,8 +109,7 @@ def main() -> None:
         "tables stay bounded; 0 keeps the settings' defaults (a day and a week)",
     )
     args = parser.parse_args()
-    # gunicorn's workers as `make run` sizes them (gunicorn.conf.py's own rule), not the tests' 2.
-    env = {"WEB_CONCURRENCY": str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"])}
+    env = make_run_web_env()
     if args.retention:
         env |= {
             "EVENTING_INBOX_RETENTION_SECONDS": str(args.retention),
@@ -123,7 +119,7 @@ def main() -> None:
         }
 
     with tempfile.TemporaryDirectory() as tmp:
-        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI, env=env, consumers=PROCFILE)
+        system = System(Path(tmp), redis_url=REDIS_URL, mongodb_uri=MONGODB_URI, env=env, consumers=PROCFILE_CONSUMERS)
         try:
             system.start()
             system.add_stock({"SOAK-1": 10**9})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -28,6 +29,15 @@ from eventing.transport.streams import partition_streams, retry_stream, run_id_k
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONSUMERS = {"inventory": 2, "orders": 1, "projections": 1}
+# The consumer processes `make run` starts (the Procfile): one each. The benches run the system this way.
+PROCFILE_CONSUMERS = {"inventory": 1, "orders": 1, "projections": 1}
+
+
+def make_run_web_env() -> dict[str, str]:
+    """gunicorn's workers as `make run` sizes them (gunicorn.conf.py's own rule), not the tests' 2."""
+    return {"WEB_CONCURRENCY": str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"])}
+
+
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 POSTGRES_URL = os.environ.get("E2E_POSTGRES_URL", "postgres://postgres@127.0.0.1:5433/eventmono")
 
