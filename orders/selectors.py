@@ -1,6 +1,7 @@
 from collections.abc import Sequence
 from typing import Any, overload
 
+from eventing.readside.mongo import read_rows
 from eventing.readside.projections import active_collection, view_objects
 from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, month_key
 
@@ -15,7 +16,7 @@ def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderVie
 
 class CustomerOrderListing(Sequence[dict[str, Any]]):
     """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the
-    customer's index once, then only the months a slice covers, each by ``_id``: a page costs a few
+    customer's index once, then the months a slice covers in one query by ``_id``: a page costs two
     lookups however many orders are stored."""
 
     def __init__(self, customer_id: str) -> None:
@@ -40,18 +41,22 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         if isinstance(index, int):
             return self[index : index + 1][0]
         start, stop, _step = index.indices(self.count())
-        found: list[dict[str, Any]] = []
+        covered: list[tuple[str, int]] = []  # (month, the offset of its first order in the listing)
         offset = 0
         for month, count in self.months:
             if offset >= stop:
                 break
             if offset + count > start:
-                found += self._month(month)[max(start - offset, 0) : stop - offset]
+                covered.append((month, offset))
             offset += count
+        keys = {month_key(self.customer_id, month): month for month, _offset in covered}
+        buckets = {keys[key]: row for key, row in read_rows(active_collection(CustomerOrderMonth), list(keys)).items()}
+        found: list[dict[str, Any]] = []
+        for month, first in covered:
+            found += self._newest_first(buckets.get(month, {}))[max(start - first, 0) : stop - first]
         return found
 
-    def _month(self, month: str) -> list[dict[str, Any]]:
-        bucket = active_collection(CustomerOrderMonth).find_one({"_id": month_key(self.customer_id, month)}) or {}
+    def _newest_first(self, bucket: dict[str, Any]) -> list[dict[str, Any]]:
         orders = [
             {"id": order_id, "customer_id": self.customer_id, **summary}
             for order_id, summary in bucket.get("orders", {}).items()

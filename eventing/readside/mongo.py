@@ -7,8 +7,9 @@ view updates guarded by the aggregate version.
 FerretDB v1's SQLite backend only hands a filter of exactly ``{"_id": …}`` to
 SQLite; any other filter makes it load and decode the whole collection. With
 scripts/patches/ferretdb-v1.24.2-id-index.patch those ``_id`` lookups use the
-unique ``_id`` index, so they cost the same however large the collection is.
-On MongoDB all of these are indexed.
+unique ``_id`` index, so they cost the same however large the collection is;
+scripts/patches/ferretdb-v1.24.2-id-in.patch hands it ``{"_id": {"$in": […]}}``
+too, so any number of known rows is one query. On MongoDB all of these are indexed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import bson
 import mongoengine
 from bson.codec_options import CodecOptions
 from django.conf import settings
-from pymongo import MongoClient, ReplaceOne
+from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
@@ -202,20 +203,17 @@ DUPLICATE_KEY = 11000
 
 
 def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The stored rows of these keys: one ``$in`` query on MongoDB; one ``_id`` lookup each on FerretDB,
-    which would scan the collection for ``$in`` but serves a plain ``_id`` from its index."""
-    if not keys:
-        return {}
-    if not is_ferretdb(collection.database.client):
-        return {row["_id"]: row for row in collection.find({"_id": {"$in": keys}})}
-    # One at a time: FerretDB v1 was seen to wedge a database (every later request timing out) under
-    # parallel lookups from one client while it wrote, so they are not spread over threads.
-    rows = {}
-    for key in keys:
-        row = collection.find_one({"_id": key})
-        if row is not None:
-            rows[key] = row
+    """The stored rows of these keys: one ``$in`` query per ``READ_IN`` keys, which MongoDB serves from its
+    ``_id`` index, and FerretDB too with scripts/patches/ferretdb-v1.24.2-id-in.patch (unpatched, it would
+    scan the collection)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for first in range(0, len(keys), READ_IN):
+        rows |= {row["_id"]: row for row in collection.find({"_id": {"$in": keys[first : first + READ_IN]}})}
     return rows
+
+
+# Keys per ``$in`` query: the patched FerretDB serves up to 1,000 from its index.
+READ_IN = 1000
 
 
 # Updates per bulk request. FerretDB v1 takes a pooled SQLite connection for each update of a request
@@ -223,16 +221,6 @@ def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[s
 # waits forever for a connection it holds itself, and wedges the database (every later request, and
 # listDatabases, time out). Seen with batches of 100 events; requests of this size never come near it.
 BULK_UPDATES = 32
-
-_FERRETDB: dict[int, bool] = {}
-
-
-def is_ferretdb(client: MongoClient[dict[str, Any]]) -> bool:
-    """Whether the server is FerretDB (asked once per client: its buildInfo says so)."""
-    known = _FERRETDB.get(id(client))
-    if known is None:
-        known = _FERRETDB[id(client)] = "ferretdbVersion" in client.admin.command("buildInfo")
-    return known
 
 
 # Takes every lock or none, so two writers never wait on each other's half (no deadlock). KEYS are the
