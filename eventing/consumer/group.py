@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from eventing.consumer.decoding import Entry
 from eventing.consumer.policy import Failure
@@ -212,14 +213,19 @@ def read_group(
     raw: RedisClient, group: str, consumer_id: str, ids: dict[str, str], *, count: int, block_ms: int | None
 ) -> list[Entry]:
     """One XREADGROUP of ``ids`` (stream -> last id), as bytes; BLOCK only when a new entry is asked for.
-    On a cluster every stream of one call must share a slot."""
-    response = raw.xreadgroup(
-        group,
-        consumer_id,
-        ids,  # type: ignore[arg-type]  # redis-py's stub wants a wider dict type
-        count=count,
-        block=block_ms if block_ms is not None and ">" in ids.values() else None,
-    )
+    On a cluster every stream of one call must share a slot, and the call goes to that slot's master. (redis-py
+    would first ask its default node which keys an XREADGROUP names, COMMAND GETKEYS, since the command's keys
+    move: with that node down, no partition could be read, on whichever master it lives.)"""
+    block = block_ms if block_ms is not None and ">" in ids.values() else None
+    if not isinstance(raw, RedisCluster):
+        response = raw.xreadgroup(group, consumer_id, ids, count=count, block=block)  # type: ignore[arg-type]
+    else:
+        command: list[Any] = ["XREADGROUP", "GROUP", group, consumer_id, "COUNT", count]
+        if block is not None:
+            command += ["BLOCK", block]
+        command += ["STREAMS", *ids, *ids.values()]
+        node = raw.get_node_from_key(next(iter(ids)))  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        response = raw.execute_command(*command, target_nodes=node)  # type: ignore[no-untyped-call]
     batches = cast(list[tuple[bytes, Any]], response or [])
     return [entry for stream, entries in batches for entry in _entries(stream.decode(), entries)]
 

@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connection
 
+from eventing.consumer.group import read_group
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract.consumers import handles
 from eventing.contract.envelope import Envelope
@@ -322,3 +323,28 @@ def test_consumers_with_leases_keep_applying_live_masters_partitions_while_one_i
         recovered_s=round(recovered_s, 1),
         events=sum(published.values()),
     )
+
+
+def test_a_partition_on_a_live_master_is_read_while_the_clients_first_node_is_down(redis_cluster, settings):
+    """redis-py asks its default node (the URL's) which keys an XREADGROUP names before routing it: with that
+    node down no partition could be read, on whichever master it lived. Found by F10 above, when a transient
+    error sent a consumer back to re-reading its pending entries while the member set's master was down."""
+    settings.REDIS_URL = redis_cluster.url
+    first = redis_cluster.nodes[0]
+    stream = next(
+        name
+        for name in (f"read-probe-{uuid.uuid4().hex[:8]}" for _ in range(100))
+        if redis_cluster.node_of(name) is not first
+    )
+    client = get_redis(decode_responses=False)  # as the consumers read: bytes
+    client.xgroup_create(stream, "g", id="0", mkstream=True)
+    client.xadd(stream, {"k": "v"})
+
+    first.kill(signal.SIGKILL)
+
+    assert [entry.fields for entry in read_group(client, "g", "c1", {stream: ">"}, count=10, block_ms=None)] == [
+        {b"k": b"v"}
+    ]
+    assert [entry.fields for entry in read_group(client, "g", "c1", {stream: "0"}, count=10, block_ms=None)] == [
+        {b"k": b"v"}
+    ]  # its own pending entries, as a consumer re-reads them at start
