@@ -46,6 +46,19 @@ access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms [%({x-correlation-i
 control_socket_disable = True
 
 
+# WORKERS
+# ------------------------------------------------------------------------------
+def post_worker_init(worker: object) -> None:
+    """Before a worker takes requests: load every view (the URL patterns import them), then collect once and
+    keep that heap out of later collections (core/heap.py)."""
+    from django.urls import get_resolver
+
+    from core.heap import freeze_startup_heap
+
+    get_resolver().url_patterns  # noqa: B018 - importing every view is the point
+    freeze_startup_heap()
+
+
 # METRICS
 # ------------------------------------------------------------------------------
 def child_exit(server: object, worker: object) -> None:

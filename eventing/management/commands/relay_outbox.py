@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.heap import freeze_startup_heap
 from eventing.transport.relay import RelayError, relay_forever
 
 
@@ -21,6 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["grace_seconds"] is not None and options["grace_seconds"] < 0:
             raise CommandError("--grace-seconds must not be negative")
+        freeze_startup_heap()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.heap import freeze_startup_heap
 from eventing.consumer.runner import ConsumerError, StreamConsumer
 from eventing.contract import consumers as registry
 from eventing.readside.event_log import logged_before
@@ -53,6 +54,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
+        freeze_startup_heap()
         stop = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:
