@@ -49,11 +49,11 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
             if offset + count > start:
                 covered.append((month, offset))
             offset += count
-        keys = {month_key(self.customer_id, month): month for month, _offset in covered}
-        buckets = {keys[key]: row for key, row in read_rows(active_collection(CustomerOrderMonth), list(keys)).items()}
+        keys = [month_key(self.customer_id, month) for month, _first in covered]
+        buckets = read_rows(active_collection(CustomerOrderMonth), keys)
         found: list[dict[str, Any]] = []
-        for month, first in covered:
-            found += self._newest_first(buckets.get(month, {}))[max(start - first, 0) : stop - first]
+        for key, (_month, first) in zip(keys, covered, strict=True):
+            found += self._newest_first(buckets.get(key, {}))[max(start - first, 0) : stop - first]
         return found
 
     def _newest_first(self, bucket: dict[str, Any]) -> list[dict[str, Any]]:

@@ -86,12 +86,9 @@ def find(rows: Collection, n: int) -> None:
 
 
 def find_in(rows: Collection, n: int) -> None:
-    wanted = [key((n + step * 97) % rows_count(rows)) for step in range(10)]
-    assert sorted(row["_id"] for row in rows.find({"_id": {"$in": wanted}})) == sorted(wanted)
-
-
-def rows_count(rows: Collection) -> int:
-    return SMALL if rows.name.endswith("small") else LARGE
+    """The ten documents from n's multiple of ten on (both sizes are multiples of ten)."""
+    wanted = [key(n - n % 10 + step) for step in range(10)]
+    assert sorted(row["_id"] for row in rows.find({"_id": {"$in": wanted}})) == wanted
 
 
 def replace(rows: Collection, n: int) -> None:
