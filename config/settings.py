@@ -9,6 +9,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets the code write ModelAdmin[Model] and other generics that Django's classes do not subscript by themselves.
 django_stubs_ext.monkeypatch()
@@ -18,6 +19,22 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
     env.read_env(str(BASE_DIR / ".env"))
+
+
+def per_consumer_counts(name: str) -> dict[str, int]:
+    """The variable ``name`` read as comma-separated ``consumer=count`` pairs ("inventory=3,orders=8").
+
+    (django-environ's typed env.dict splits its pairs on ";", not on ",".)"""
+    pairs: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in env.str(name, default="").split(","))):
+        consumer, _, count = (piece.strip() for piece in item.partition("="))
+        if not consumer or not count.isdigit():
+            raise ImproperlyConfigured(
+                f'{name}: {item!r} is not consumer=<whole number>; write it as {name}="inventory=3,orders=8"'
+            )
+        pairs[consumer] = int(count)
+    return pairs
+
 
 # GENERAL
 # ------------------------------------------------------------------------------
@@ -35,8 +52,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 _DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
 SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
 if not DEBUG and SECRET_KEY in ("", _DEV_SECRET_KEY):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a real secret when DJANGO_DEBUG is false")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 # HTTPS. Without DEBUG every default is the secure one; each can be set from the environment.
@@ -186,13 +201,14 @@ EVENTING_BLOCK_MS = env.int("EVENTING_BLOCK_MS", default=1000)
 # here): such handlers keep the waits they had, and quick ones commit up to 100 at once.
 EVENTING_COMMIT_EVERY = env.int("EVENTING_COMMIT_EVERY", default=100)
 EVENTING_COMMIT_MS = env.float("EVENTING_COMMIT_MS", default=10.0)
+
 # How long a consumer's batch that came short of EVENTING_READ_COUNT waits for more entries, per consumer
-# ("projections=30,inventory=0"); a consumer not named keeps its declared linger (projections: 30 ms).
-EVENTING_LINGER_MS_BY_CONSUMER = env.dict("EVENTING_LINGER_MS_BY_CONSUMER", cast={"value": int}, default={})
+# (as "projections=30,inventory=0"); a consumer not named keeps its declared linger (projections: 30 ms).
+EVENTING_LINGER_MS_BY_CONSUMER = per_consumer_counts("EVENTING_LINGER_MS_BY_CONSUMER")
 # Deliveries of a failing event before it is dead-lettered; per consumer with
 # EVENTING_MAX_ATTEMPTS_BY_CONSUMER="inventory=3,orders=8".
 EVENTING_MAX_ATTEMPTS = env.int("EVENTING_MAX_ATTEMPTS", default=5)
-EVENTING_MAX_ATTEMPTS_BY_CONSUMER = env.dict("EVENTING_MAX_ATTEMPTS_BY_CONSUMER", cast={"value": int}, default={})
+EVENTING_MAX_ATTEMPTS_BY_CONSUMER = per_consumer_counts("EVENTING_MAX_ATTEMPTS_BY_CONSUMER")
 # Backoff between deliveries of a failing event: base * 2^(attempt-1), capped.
 EVENTING_RETRY_BASE_MS = env.int("EVENTING_RETRY_BASE_MS", default=500)
 EVENTING_RETRY_MAX_MS = env.int("EVENTING_RETRY_MAX_MS", default=30_000)
@@ -258,8 +274,6 @@ MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", default=60_000)
 # worker; system check eventing.W001 says so).
 CACHE_URL = env("CACHE_URL", default="" if REDIS_IS_CLUSTER else REDIS_URL)
 if CACHE_URL.partition("://")[0].endswith("+cluster"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("CACHE_URL must name a standalone Redis: Django's RedisCache cannot use a cluster")
 CACHES = {
     "default": {
@@ -327,8 +341,6 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 # id, the trace and span ids and the event id.
 LOG_FORMAT = env("LOG_FORMAT", default="plain")
 if LOG_FORMAT not in ("plain", "json"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,

@@ -2,9 +2,11 @@
 
 import pytest
 import redis
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError
 from pymongo.errors import AutoReconnect
 
+from config.settings import per_consumer_counts
 from eventing.consumer.policy import Kind, Next, RetryPolicy, classify
 from eventing.contract.errors import DeadLetterReason, PermanentError
 
@@ -61,3 +63,16 @@ def test_max_attempts_come_from_settings_per_consumer(settings):
     settings.EVENTING_MAX_ATTEMPTS_BY_CONSUMER = {"inventory": 2}
     assert RetryPolicy.for_consumer("inventory").max_attempts == 2
     assert RetryPolicy.for_consumer("orders").max_attempts == 5
+
+
+def test_per_consumer_settings_read_the_documented_form_and_refuse_anything_else(monkeypatch):
+    monkeypatch.setenv("EVENTING_MAX_ATTEMPTS_BY_CONSUMER", " inventory=3, orders = 8 ,")
+    assert per_consumer_counts("EVENTING_MAX_ATTEMPTS_BY_CONSUMER") == {"inventory": 3, "orders": 8}
+    monkeypatch.delenv("EVENTING_MAX_ATTEMPTS_BY_CONSUMER")
+    assert per_consumer_counts("EVENTING_MAX_ATTEMPTS_BY_CONSUMER") == {}
+    for wrong in ("inventory=3;orders=8", "inventory", "=3", "inventory=-1", "inventory=three"):
+        monkeypatch.setenv("EVENTING_LINGER_MS_BY_CONSUMER", wrong)
+        with pytest.raises(
+            ImproperlyConfigured, match='write it as EVENTING_LINGER_MS_BY_CONSUMER="inventory=3,orders=8"'
+        ):
+            per_consumer_counts("EVENTING_LINGER_MS_BY_CONSUMER")
