@@ -45,7 +45,7 @@ from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord
 from eventing.consumer.partitions import Partitions
 from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Next, RetryPolicy, TransientFailure
 from eventing.contract import context
-from eventing.contract.consumers import consumer_names, declared_consumers, handlers_for
+from eventing.contract.consumers import consumer_names, declared_consumers
 from eventing.contract.envelope import Envelope
 from eventing.telemetry.metrics import (
     EVENTS_DEAD_LETTERED,
@@ -121,9 +121,6 @@ class StreamConsumer:
         self.ready = False
         self._next_claim = 0.0
         self._next_health = 0.0
-        # When the last live read that brought entries for this consumer's handlers returned (read_new): how
-        # often they come says whether to linger.
-        self._last_handled_read = 0.0
         # Whether this consumer may hold failed entries waiting for a retry: only then is the
         # failure record read, so a healthy batch costs Redis two round trips (read, ack), and only then
         # does the ack forget failure counts: an entry that never failed has none, and forgetting a batch's
@@ -172,35 +169,13 @@ class StreamConsumer:
         return self.partitions.read(last_id, block=block)
 
     def read_new(self, *, block: bool, stop: threading.Event) -> list[Entry]:
-        """New entries. When blocking (the live loop), under load, and they came short of the read count:
-        with what more came within the consumer's linger (``Consumer.linger_ms``), read without blocking,
-        up to twice the read count in all.
-
-        Under load means entries for this consumer's handlers have been coming more often than once a
-        linger: since the last live read that brought some, less time per such entry of this read than
-        the linger. Then a linger brings at least one more into the batch, on average. At a slower pace
-        it would only delay each by as much, so an order placed alone is not held back at every consumer;
-        and entries it has no handler for (its own events coming back to it) cost next to nothing, so
-        they neither count as load nor start a linger."""
+        """New entries; when blocking (the live loop) and they came short of the read count, with what more
+        came within the consumer's linger (``Consumer.linger_ms``), read without blocking: up to twice the
+        read count in all."""
         entries = self.read(">", block=block)
-        if not (block and self.linger):
-            return entries
-        handled = self._handled(entries)
-        if not handled:
-            return entries
-        since_last, self._last_handled_read = time.monotonic() - self._last_handled_read, time.monotonic()
-        if since_last / handled < self.linger and len(entries) < self.partitions.count and not stop.wait(self.linger):
-            more = self.read(">", block=False)
-            if self._handled(more):
-                self._last_handled_read = time.monotonic()
-            entries += more
+        if block and entries and self.linger and len(entries) < self.partitions.count and not stop.wait(self.linger):
+            entries += self.read(">", block=False)
         return entries
-
-    def _handled(self, entries: list[Entry]) -> int:
-        """How many of ``entries`` name an event type this consumer has a handler for."""
-        return sum(
-            1 for entry in entries if handlers_for(self.name, entry.fields.get(b"type", b"").decode(errors="replace"))
-        )
 
     # Processing a batch.
 

@@ -45,9 +45,9 @@ class Consumer:
     # The consumer that writes the MongoDB event log: its "processed" time of an event
     # is the log record's, since it keeps no inbox row.
     writes_event_log: bool = False
-    # How long a live batch that came short of the read count waits for more entries before it is applied,
-    # when entries come faster than one per linger (EVENTING_LINGER_MS_BY_CONSUMER overrides it): fuller
-    # batches under load, for a consumer whose cost is per batch or per row rather than per event.
+    # How long a batch that came short of the read count waits for more entries before it is applied
+    # (EVENTING_LINGER_MS_BY_CONSUMER overrides it): for a consumer whose cost is per row rather than per
+    # event, so that an order's events, raised milliseconds apart, fold into one write of each row.
     linger_ms: int = 0
 
     def __str__(self) -> str:
@@ -169,16 +169,11 @@ def consumers_of(event_type: str) -> list[str]:
 
 # -- The project's consumer groups ------------------------------------------------------------
 
-# The transactional consumers linger too, and only under load (StreamConsumer.read_new): each batch costs a
-# read, a transaction with its write lock and an ack, whatever it holds. In 2,000-order bursts
-# (bench/order_latency.py) 20 ms took them from 74 and 79 orders/s to 84 and 86; 40 ms did no better.
 INVENTORY = declare_consumer(
-    "inventory", description="Reserves stock for new orders and releases it for cancelled ones.", linger_ms=20
+    "inventory", description="Reserves stock for new orders and releases it for cancelled ones."
 )
 ORDERS = declare_consumer(
-    "orders",
-    description="Learns the catalogue of skus, and confirms or rejects orders on the inventory's answer.",
-    linger_ms=20,
+    "orders", description="Learns the catalogue of skus, and confirms or rejects orders on the inventory's answer."
 )
 PROJECTIONS = declare_consumer(
     "projections",

@@ -1,14 +1,12 @@
 """The consumer runtime against the real Redis: acks, pending re-reads, duplicates, ordering."""
 
 import threading
-import time
 
 import pytest
 
 from eventing.consumer.applying import ChunkSize
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract import consumers as registry
-from eventing.contract.consumers import handlers_for
 from eventing.contract.envelope import Envelope
 from eventing.models import DeadLetter, ProcessedEvent
 from inventory.events import StockAdded, StockReserved
@@ -320,27 +318,17 @@ def test_a_failure_count_is_forgotten_when_its_entry_is_applied_on_a_retry(redis
     assert not redis_client.exists(failures_key)
 
 
-def read_with_one_more_coming(consumer: StreamConsumer, redis_client, stream: str, sku: str) -> list:
-    """The consumer's next live batch, read while an entry for ``sku`` is added 50 ms after the read starts."""
-    later = threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added(sku)))
+def test_a_live_batch_short_of_the_read_count_waits_its_linger_for_more_entries(redis_client, stream, settings):
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"inventory": 300}
+    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=1000)
+    consumer.ensure_group()
+    first = xadd(redis_client, stream, stock_added("L-1"))
+    later = threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("L-2")))
     later.start()
     try:
-        return consumer.read_new(block=True, stop=threading.Event())
+        batch = consumer.read_new(block=True, stop=threading.Event())
     finally:
         later.join(timeout=5)
-
-
-def test_under_load_a_live_batch_short_of_the_read_count_waits_its_linger_for_more_entries(
-    redis_client, stream, settings
-):
-    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"orders": 300}
-    consumer = StreamConsumer(name="orders", consumer_id="c1", block_ms=1000)
-    consumer.ensure_group()
-    xadd(redis_client, stream, stock_added("L-0"))
-    assert len(consumer.read_new(block=True, stop=threading.Event())) == 1  # the first after a quiet spell: no wait
-
-    first = xadd(redis_client, stream, stock_added("L-1"))  # the next comes right after it: under load
-    batch = read_with_one_more_coming(consumer, redis_client, stream, "L-2")
     assert [entry.id for entry in batch][0] == first
     assert len(batch) == 2  # the one that came 50 ms after the read joined the batch
 
@@ -352,38 +340,10 @@ def test_under_load_a_live_batch_short_of_the_read_count_waits_its_linger_for_mo
     assert len(consumer.read_new(block=False, stop=threading.Event())) == 1  # tools and tests never wait
 
 
-def test_an_entry_after_a_quiet_spell_longer_than_the_linger_is_applied_without_waiting(redis_client, stream, settings):
-    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"orders": 100}
-    consumer = StreamConsumer(name="orders", consumer_id="c1", block_ms=1000)
-    consumer.ensure_group()
-    xadd(redis_client, stream, stock_added("Q-0"))
-    assert len(consumer.read_new(block=True, stop=threading.Event())) == 1
-    time.sleep(0.15)  # quieter than one entry per linger
-
-    xadd(redis_client, stream, stock_added("Q-1"))
-    assert len(read_with_one_more_coming(consumer, redis_client, stream, "Q-2")) == 1  # not held back for Q-2
-    assert len(consumer.read_new(block=True, stop=threading.Event())) == 1  # Q-2, in a batch of its own
-
-
-def test_entries_the_consumer_has_no_handler_for_neither_count_as_load_nor_start_a_linger(
-    redis_client, stream, settings
-):
-    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"orders": 300}
-    consumer = StreamConsumer(name="orders", consumer_id="c1", block_ms=1000)
-    consumer.ensure_group()
-    assert not handlers_for("orders", "NOBODYS_EVENT")
-    xadd(redis_client, stream, stock_added("N-0"))
-    assert len(consumer.read_new(block=True, stop=threading.Event())) == 1
-
-    redis_client.xadd(stream, {"type": "NOBODYS_EVENT", "data": "{}", "timestamp": "x"})  # right after: not load
-    assert len(read_with_one_more_coming(consumer, redis_client, stream, "N-1")) == 1
-
-
-def test_every_consumer_lingers_as_declared_and_a_setting_overrides_any_consumers_linger(settings):
-    for declared in (registry.INVENTORY, registry.ORDERS, registry.PROJECTIONS):
-        assert declared.linger_ms > 0
-        assert StreamConsumer(name=declared.name).linger == declared.linger_ms / 1000
-    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"projections": 0, "inventory": 45}
+def test_the_projections_consumer_lingers_by_default_and_a_setting_overrides_any_consumers_linger(settings):
+    assert registry.PROJECTIONS.linger_ms > 0
+    assert StreamConsumer(name="projections").linger == registry.PROJECTIONS.linger_ms / 1000
+    assert StreamConsumer(name="inventory").linger == 0
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"projections": 0, "inventory": 20}
     assert StreamConsumer(name="projections").linger == 0
-    assert StreamConsumer(name="inventory").linger == 0.045
-    assert StreamConsumer(name="orders").linger == registry.ORDERS.linger_ms / 1000
+    assert StreamConsumer(name="inventory").linger == 0.02
