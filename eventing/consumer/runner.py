@@ -40,7 +40,7 @@ from eventing.consumer.applying import (
     record_dead_letter,
 )
 from eventing.consumer.decoding import Delivery, Entry, Rejection, decode, decode_all
-from eventing.consumer.group import ConsumerError, PendingRetry
+from eventing.consumer.group import ConsumerError, GroupIO, PendingRetry
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord
 from eventing.consumer.partitions import Partitions
 from eventing.consumer.policy import TRANSIENT_ERRORS, Failure, Next, RetryPolicy, TransientFailure
@@ -141,27 +141,41 @@ class StreamConsumer:
         entry its previous owner left pending is taken over and applied, before any new one is read: the
         partition's events stay in order. Returns the entries taken over."""
         handled = 0
-        for io, token in self.partitions.rebalance(force=force):
+        gained = self.partitions.rebalance(force=force)
+        for index, (io, token) in enumerate(gained):
             try:
-                with transaction.atomic():
-                    fence(group=self.group, stream=io.stream, token=token)
-                for claimed in io.claim_idle(0):
-                    self._may_hold_failures = True
-                    handled += self.process(claimed)
-            except CREDENTIAL_ERRORS:
+                handled += self._take_over(io, token)
+            except BaseException:
+                # Any other failure (the database's, say) propagates to the loop, which retries. The partitions
+                # not taken over are let go of, so that the retry's rebalance takes them again and takes over
+                # first what is pending on them: held as they are, the new entries would be read first, and
+                # their previous owner's would wait for the stale-entry claim.
+                for untaken, _token in gained[index:]:
+                    self.partitions.forget(untaken.stream)
                 raise
-            except TAKEOVER_ERRORS as exc:
-                # Fenced off, or its master went away half-way: nothing new is read from it before a later
-                # rebalance takes it again and takes over what is pending on it first. The other partitions go on.
-                logger.warning("%s: taking over %s failed (%s: %s); retrying later", self.name, io.stream,
-                               type(exc).__name__, exc)  # fmt: skip
-                self.partitions.forget(io.stream)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Its stream or group is gone (its master came back without its data): nothing is pending on it.
-                logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
-                io.ensure_group()
+        return handled
+
+    def _take_over(self, io: GroupIO, token: int) -> int:
+        """Fence a partition newly taken and apply what its previous owner left pending; returns how many."""
+        handled = 0
+        try:
+            with transaction.atomic():
+                fence(group=self.group, stream=io.stream, token=token)
+            for claimed in io.claim_idle(0):
+                self._may_hold_failures = True
+                handled += self.process(claimed)
+        except TAKEOVER_ERRORS as exc:
+            # Fenced off, or its master went away half-way: nothing new is read from it before a later
+            # rebalance takes it again and takes over what is pending on it first. The other partitions go on.
+            logger.warning("%s: taking over %s failed (%s: %s); retrying later", self.name, io.stream,
+                           type(exc).__name__, exc)  # fmt: skip
+            self.partitions.forget(io.stream)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Its stream or group is gone (its master came back without its data): nothing is pending on it.
+            logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
+            io.ensure_group()
         return handled
 
     def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:

@@ -3,7 +3,9 @@
 import threading
 
 import pytest
+from django.db import OperationalError
 
+from eventing.consumer import applying, runner
 from eventing.consumer.applying import ChunkSize
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract import consumers as registry
@@ -347,3 +349,34 @@ def test_the_projections_consumer_lingers_by_default_and_a_setting_overrides_any
     settings.EVENTING_LINGER_MS_BY_CONSUMER = {"projections": 0, "inventory": 20}
     assert StreamConsumer(name="projections").linger == 0
     assert StreamConsumer(name="inventory").linger == 0.02
+
+
+def test_a_takeover_that_fails_on_the_database_is_done_again_before_anything_new_is_read(
+    redis_client, stream, settings, probe, monkeypatch
+):
+    settings.EVENTING_PARTITIONS = 2
+    settings.EVENTING_LEASE_TTL_MS = 5000
+    first = StreamConsumer(name="probe", consumer_id="first", block_ms=5)
+    first.ensure_group()
+    first.rebalance(force=True)  # alone: it takes both partitions
+    partition = first.streams[0]
+    xadd(redis_client, partition, stock_added("T-1"))
+    assert len(first.read(">", block=False)) == 1  # read, and stopped before applying it: pending under "first"
+    first.partitions.release()
+
+    fences = iter([OperationalError("database is locked")])  # the second process's first fence fails
+
+    def fence_failing_once(**kwargs) -> None:
+        error = next(fences, None)
+        if error is not None:
+            raise error
+        applying.fence(**kwargs)
+
+    monkeypatch.setattr(runner, "fence", fence_failing_once)
+    second = StreamConsumer(name="probe", consumer_id="second", block_ms=5)
+    with pytest.raises(OperationalError):
+        second.rebalance(force=True)
+    # The run loop retries with a forced rebalance: it takes the partitions again and takes them over first.
+    assert second.rebalance(force=True) == 1
+    assert list(CatalogItem.objects.values_list("sku", flat=True)) == ["T-1"]
+    assert pending_count(redis_client, partition, "probe") == 0
