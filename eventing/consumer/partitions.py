@@ -103,7 +103,8 @@ class Partitions:
         )
         if self.leases is not None:
             self.ios = []  # until the first rebalance
-        self._tokens: dict[str, int] = {}  # with leases: the token of each partition as the last rebalance held it
+        # With leases: the token under which each partition was taken over (``taken_over``) and is still held.
+        self._tokens: dict[str, int] = {}
         self._next_rebalance = 0.0
         self._next_renewal = 0.0
         self.one_call = not is_cluster(self.raw)
@@ -126,20 +127,21 @@ class Partitions:
     def rebalance(self, *, force: bool = False) -> list[tuple[GroupIO, int]]:
         """With leases, every third of their TTL (or now, with ``force``): renew them, let go of what is no
         longer this process's share and take what is. Returns the partitions newly taken with their new lease
-        tokens (the caller fences them and takes over their pending entries first)."""
+        tokens (the caller fences them and takes over their pending entries first, then says so with
+        ``taken_over``); a partition whose takeover has not been said done is returned again by the next."""
         if self.leases is None or (not force and time.monotonic() < self._next_rebalance):
             return []
         self._next_rebalance = self._next_renewal = time.monotonic() + settings.EVENTING_LEASE_TTL_MS / 3000
         before = {io.stream for io in self.ios}
         held = self.leases.rebalance()
         self.ios = [io for io in self.all_ios if io.stream in held]
-        # Taken now: a partition not held at the last rebalance, or held again under another token (lost and
-        # retaken in between: another process may have held it and left entries pending). The same token means
-        # nobody else held it meanwhile.
+        # Taken now: a partition not taken over under the token it is held by (newly held, held again under
+        # another token after another process may have held it and left entries pending, or its takeover failed).
+        # The same token means nobody else held it meanwhile.
         gained = [
             (io, held[io.stream].token) for io in self.ios if self._tokens.get(io.stream) != held[io.stream].token
         ]
-        self._tokens = {stream: lease.token for stream, lease in held.items()}
+        self._tokens = {stream: token for stream, token in self._tokens.items() if stream in held}
         lost = before - set(held)
         if gained or lost:
             logger.info(
@@ -151,6 +153,10 @@ class Partitions:
                 sorted(lost) or "none",
             )
         return gained
+
+    def taken_over(self, partition: str, token: int) -> None:
+        """``partition``, newly taken under ``token``, is fenced and what was pending on it applied."""
+        self._tokens[partition] = token
 
     def renew_if_due(self) -> None:
         """With leases, between batches: renew the held leases and the membership when a third of the TTL has

@@ -140,23 +140,13 @@ class StreamConsumer:
         is fenced first (its new token written, so its previous owner can commit nothing more), then every
         entry its previous owner left pending is taken over and applied, before any new one is read: the
         partition's events stay in order. Returns the entries taken over."""
-        handled = 0
-        gained = self.partitions.rebalance(force=force)
-        for index, (io, token) in enumerate(gained):
-            try:
-                handled += self._take_over(io, token)
-            except BaseException:
-                # Any other failure (the database's, say) propagates to the loop, which retries. The partitions
-                # not taken over are let go of, so that the retry's rebalance takes them again and takes over
-                # first what is pending on them: held as they are, the new entries would be read first, and
-                # their previous owner's would wait for the stale-entry claim.
-                for untaken, _token in gained[index:]:
-                    self.partitions.forget(untaken.stream)
-                raise
-        return handled
+        return sum(self._take_over(io, token) for io, token in self.partitions.rebalance(force=force))
 
     def _take_over(self, io: GroupIO, token: int) -> int:
-        """Fence a partition newly taken and apply what its previous owner left pending; returns how many."""
+        """Fence a partition newly taken and apply what its previous owner left pending; returns how many.
+        Any failure but those caught here (the database's, say) propagates to the loop, which retries: the
+        partition is not taken over until this returns, so the retry's rebalance, which comes before any
+        read, hands it back to be taken over first."""
         handled = 0
         try:
             with transaction.atomic():
@@ -164,6 +154,7 @@ class StreamConsumer:
             for claimed in io.claim_idle(0):
                 self._may_hold_failures = True
                 handled += self.process(claimed)
+            self.partitions.taken_over(io.stream, token)
         except TAKEOVER_ERRORS as exc:
             # Fenced off, or its master went away half-way: nothing new is read from it before a later
             # rebalance takes it again and takes over what is pending on it first. The other partitions go on.
@@ -176,6 +167,7 @@ class StreamConsumer:
             # Its stream or group is gone (its master came back without its data): nothing is pending on it.
             logger.warning("stream %s or group %s disappeared; recreating it", io.stream, self.group)
             io.ensure_group()
+            self.partitions.taken_over(io.stream, token)
         return handled
 
     def read(self, last_id: str | dict[str, str], *, block: bool = True) -> list[Entry]:

@@ -202,6 +202,10 @@ def _insert_new(collection: Collection[dict[str, Any]], rows: list[dict[str, Any
 DUPLICATE_KEY = 11000
 
 
+# Keys per ``$in`` query: the patched FerretDB serves up to 1,000 from its index.
+READ_IN = 1000
+
+
 def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, Any]]:
     """The stored rows of these keys: one ``$in`` query per ``READ_IN`` keys, which MongoDB serves from its
     ``_id`` index, and FerretDB too with scripts/patches/ferretdb-v1.24.2-id-in.patch (unpatched, it would
@@ -210,10 +214,6 @@ def read_rows(collection: Collection[dict[str, Any]], keys: list[str]) -> dict[s
     for first in range(0, len(keys), READ_IN):
         rows |= {row["_id"]: row for row in collection.find({"_id": {"$in": keys[first : first + READ_IN]}})}
     return rows
-
-
-# Keys per ``$in`` query: the patched FerretDB serves up to 1,000 from its index.
-READ_IN = 1000
 
 
 # Updates per bulk request. FerretDB v1 takes a pooled SQLite connection for each update of a request
