@@ -42,9 +42,9 @@ class OrderView(Document):
 
 class CustomerOrderMonth(Document):
     """One customer's orders placed in one month (UTC): ``orders`` maps order id -> summary. A customer's
-    listing reads its index, then only the months of the page it shows: a few lookups by ``_id``. A month
-    bounds a document by what one customer orders in a month, and keeps a page to a few lookups for a
-    customer who orders rarely."""
+    listing reads its index and years, then only the months of the page it shows: a few lookups by ``_id``.
+    A month bounds a document by what one customer orders in a month, and keeps a page to a few lookups for
+    a customer who orders rarely."""
 
     id = StringField(primary_key=True)  # "<customer id>|<YYYY-MM>"
     customer_id = StringField(required=True)
@@ -55,18 +55,34 @@ class CustomerOrderMonth(Document):
     meta = {"collection": "customer_order_months"}
 
 
+class CustomerOrderYear(Document):
+    """Which months of one year a customer placed orders in, and how many each: ``months`` maps month ->
+    {"count": n}. Rewritten with each of the customer's orders, and bounded by a year's twelve months."""
+
+    id = StringField(primary_key=True)  # "<customer id>|<YYYY>"
+    customer_id = StringField(required=True)
+    year = StringField(required=True)
+    months = DictField()
+    version = IntField(default=0)
+
+    meta = {"collection": "customer_order_years"}
+
+
 class CustomerOrderIndex(Document):
-    """Which months a customer placed orders in, and how many each: ``months`` maps month -> {"count": n}."""
+    """Which years a customer placed orders in: ``years`` maps year -> {}. It changes once a year, with the
+    customer's first order of the year, so no order rewrites a document that grows with the customer's
+    history."""
 
     id = StringField(primary_key=True)  # the customer id
-    months = DictField()
+    years = DictField()
     version = IntField(default=0)
 
     meta = {"collection": "customer_order_index"}
 
 
-def month_key(customer_id: str, month: str) -> str:
-    return f"{customer_id}|{month}"
+def bucket_key(customer_id: str, period: str) -> str:
+    """The ``_id`` of a customer's month ("YYYY-MM") or year ("YYYY")."""
+    return f"{customer_id}|{period}"
 
 
 def _reason(event: OrderEvent) -> str:
@@ -101,7 +117,8 @@ def order_view_changes(event: OrderEvent, envelope: Envelope) -> Changes:
 
 def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> Changes:
     """An order's summary in its customer's month, from its order view row; a month's count in the customer's
-    index, from the month. Derived from rows, not events: an order's later events do not carry its date."""
+    year, and the year in the customer's index, from the month. Derived from rows, not events: an order's
+    later events do not carry its date."""
     if document is OrderView:
         if row.get("placed_at") is None:
             return []  # ORDER_CREATED has not arrived yet; it will bring the date
@@ -115,7 +132,7 @@ def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> C
             "total_quantity": sum(line["quantity"] for line in row["lines"]),
             "version": row["version"],
         }
-        key = month_key(row["customer_id"], month)
+        key = bucket_key(row["customer_id"], month)
         facts = {"customer_id": row["customer_id"], "month": month}
         return [
             (
@@ -124,11 +141,27 @@ def customer_listing_changes(document: type[Document], row: dict[str, Any]) -> C
             )
         ]
     if document is CustomerOrderMonth:
-        # A month only gains orders, so its count is its own version: the larger count wins.
+        # A month only gains orders, so its count is its own version: the larger count wins. Its year is
+        # set in the customer's index once, and then changes it no more.
         count = len(row["orders"])
-        entry = {row["month"]: {"count": count, "version": count}}
+        year = row["month"][:4]
+        facts = {"customer_id": row["customer_id"], "year": year}
+        months = {row["month"]: {"count": count, "version": count}}
         return [
-            (CustomerOrderIndex, RowChange(key=row["customer_id"], version=0, fields={}, entries={"months": entry}))
+            (
+                CustomerOrderYear,
+                RowChange(
+                    key=bucket_key(row["customer_id"], year),
+                    version=0,
+                    fields={},
+                    facts=facts,
+                    entries={"months": months},
+                ),
+            ),
+            (
+                CustomerOrderIndex,
+                RowChange(key=row["customer_id"], version=0, fields={}, entries={"years": {year: {}}}),
+            ),
         ]
     return []
 
@@ -145,7 +178,7 @@ def _expected_from_database() -> dict[type[Document], dict[str, dict[str, Any]]]
 order_views = register(
     Projection(
         name="orders",
-        documents=(OrderView, CustomerOrderMonth, CustomerOrderIndex),
+        documents=(OrderView, CustomerOrderMonth, CustomerOrderYear, CustomerOrderIndex),
         events=(OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled),
         changes=order_view_changes,
         expected_from_database=_expected_from_database,

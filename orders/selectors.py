@@ -3,7 +3,7 @@ from typing import Any, overload
 
 from eventing.readside.mongo import read_rows
 from eventing.readside.projections import active_collection, view_objects
-from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, month_key
+from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, CustomerOrderYear, OrderView, bucket_key
 
 
 def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderView | None:
@@ -16,15 +16,20 @@ def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderVie
 
 class CustomerOrderListing(Sequence[dict[str, Any]]):
     """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the
-    customer's index once, then the months a slice covers in one query by ``_id``: a page costs two
-    lookups however many orders are stored."""
+    customer's index (their years) once, then their years in one query by ``_id`` (their months and
+    counts), then the months a slice covers in one query by ``_id``: a page costs three lookups however
+    many orders are stored."""
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
         # The rows as pymongo reads them: a listing only copies their fields out, and mongoengine's
         # documents would cost more than the lookups.
         index = active_collection(CustomerOrderIndex).find_one({"_id": customer_id}) or {}
-        months: dict[str, dict[str, int]] = index.get("months", {})
+        keys = [bucket_key(customer_id, year) for year in index.get("years", {})]
+        years = read_rows(active_collection(CustomerOrderYear), keys)
+        months: dict[str, dict[str, int]] = {
+            month: info for year in years.values() for month, info in year.get("months", {}).items()
+        }
         self.months = sorted(((month, int(info["count"])) for month, info in months.items()), reverse=True)
 
     def count(self) -> int:  # type: ignore[override]  # the paginator's count(), not Sequence.count(value)
@@ -49,7 +54,7 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
             if offset + count > start:
                 covered.append((month, offset))
             offset += count
-        keys = [month_key(self.customer_id, month) for month, _first in covered]
+        keys = [bucket_key(self.customer_id, month) for month, _first in covered]
         buckets = read_rows(active_collection(CustomerOrderMonth), keys)
         found: list[dict[str, Any]] = []
         for key, (_month, first) in zip(keys, covered, strict=True):

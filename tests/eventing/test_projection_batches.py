@@ -1,5 +1,5 @@
 """Projections in batches: two projections consumers on hot rows under load converge, and a customer's
-listing is served from its month buckets, newest first, a page at a time."""
+listing is served from its month buckets, newest first, a page at a time, through its years."""
 
 import random
 import threading
@@ -10,9 +10,13 @@ import pytest
 
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract.envelope import Envelope
+from eventing.readside import projections
+from eventing.readside.mongo import apply_changes
+from eventing.readside.projections import active_collection
 from eventing.readside.replay import verify_views
 from inventory.events import StockAdded, StockReserved
 from orders.events import OrderConfirmed, OrderCreated
+from orders.read_models import CustomerOrderIndex, CustomerOrderYear
 from orders.selectors import customer_order_list
 from tests.eventing.test_consumer import xadd
 
@@ -100,3 +104,43 @@ def test_a_customers_listing_pages_newest_first_across_months(redis_client, stre
     assert [s["placed_at"] for s in listing[5:12]] == sorted(placed, reverse=True)[5:12]
     assert [s["status"] for s in listing[0:3]] == ["PENDING"] * 3
     assert customer_order_list(customer_id="nobody").count() == 0
+
+
+def test_a_customers_listing_pages_across_years_and_a_new_order_rewrites_no_document_of_their_whole_history(
+    redis_client, stream, monkeypatch
+):
+    start = datetime(2024, 11, 15, 12, 0, tzinfo=UTC)
+    placed = [start + timedelta(days=31 * n) for n in range(30)]  # a month each, over four years
+    for n, moment in enumerate(placed):
+        xadd(redis_client, stream, order_events("carol", n, moment)[0])
+    StreamConsumer(name="projections", block_ms=5).run_until_idle()
+
+    listing = customer_order_list(customer_id="carol")
+    newest_first = sorted(placed, reverse=True)
+    assert listing.count() == 30
+    assert [s["placed_at"] for s in listing[0:30]] == newest_first
+    assert [s["placed_at"] for s in listing[8:16]] == newest_first[8:16]  # a page across a new year
+    index = active_collection(CustomerOrderIndex).find_one({"_id": "carol"})
+    assert sorted(index["years"]) == ["2024", "2025", "2026", "2027"]
+    years = {row["year"]: row["months"] for row in active_collection(CustomerOrderYear).find()}
+    assert {year: len(months) for year, months in years.items()} == {"2024": 2, "2025": 12, "2026": 12, "2027": 4}
+
+    # Another order in a year she has ordered in: its month and its year change, her index does not.
+    changed: dict[str, list[str]] = {}
+
+    def recording(collection, changes, **kwargs):
+        rows = apply_changes(collection, changes, **kwargs)
+        changed.setdefault(collection.name, []).extend(rows)
+        return rows
+
+    monkeypatch.setattr(projections, "apply_changes", recording)
+    later = placed[-1] + timedelta(days=1)
+    xadd(redis_client, stream, order_events("carol", 30, later)[0])
+    StreamConsumer(name="projections", block_ms=5).run_until_idle()
+
+    month = later.strftime("%Y-%m")
+    assert changed["customer_order_months"] == [f"carol|{month}"]
+    assert changed["customer_order_years"] == ["carol|2027"]
+    assert changed["customer_order_index"] == []  # touched, found as it was, not written
+    assert customer_order_list(customer_id="carol")[0]["placed_at"] == later
+    assert verify_views() == []

@@ -19,7 +19,7 @@ from inventory.events import StockAdded
 from inventory.models import StockItem
 from inventory.read_models import StockView
 from inventory.services import stock_item_create
-from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, OrderView, order_view_changes
+from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, CustomerOrderYear, OrderView, order_view_changes
 from orders.services import OrderLineIn, order_cancel, order_place
 from tests.helpers import pump
 
@@ -48,7 +48,9 @@ def live_rows(document) -> dict:
 
 
 def test_a_rebuild_fills_new_collections_switches_to_them_and_drops_the_old(history):
-    before = {doc: live_rows(doc) for doc in (OrderView, CustomerOrderMonth, CustomerOrderIndex, StockView)}
+    before = {
+        doc: live_rows(doc) for doc in (OrderView, CustomerOrderMonth, CustomerOrderYear, CustomerOrderIndex, StockView)
+    }
 
     result = replay.replay_views()
 
@@ -57,7 +59,7 @@ def test_a_rebuild_fills_new_collections_switches_to_them_and_drops_the_old(hist
     # CANCELLED; STOCK_ ADDED x2, RESERVED x2, RELEASED, and the STOCK_REJECTED only the index projects.
     assert result.events == 7 + 6
     current = views.aliases(fresh=True)
-    for doc in (OrderView, CustomerOrderMonth, CustomerOrderIndex, StockView):
+    for doc in (OrderView, CustomerOrderMonth, CustomerOrderYear, CustomerOrderIndex, StockView):
         assert current[views.base_name(doc)].startswith(f"{views.base_name(doc)}__rebuild_")
         assert live_rows(doc) == before[doc]  # the same views, rebuilt from the log alone
     names = get_db().list_collection_names()
@@ -71,6 +73,7 @@ def test_a_dry_run_writes_nothing(history):
     assert result.rows == {
         "order_view": 3,
         "customer_order_months": 2,  # alice's month and bob's month
+        "customer_order_years": 2,  # their years
         "customer_order_index": 2,
         "stock_view": 2,
         "events_by_correlation": 6,  # 2 stock items added, 3 orders placed, 1 cancellation
