@@ -40,30 +40,34 @@ class OrderView(Document):
         return sorted(self.history, key=lambda entry: entry["version"])
 
 
-class CustomerOrderMonth(Document):
+class CustomerBucket(Document):
+    """A document of one customer's orders over a period, keyed by ``bucket_key``."""
+
+    id = StringField(primary_key=True)  # "<customer id>|<period>"
+    customer_id = StringField(required=True)
+    version = IntField(default=0)
+
+    meta: dict[str, Any] = {"abstract": True}
+
+
+class CustomerOrderMonth(CustomerBucket):
     """One customer's orders placed in one month (UTC): ``orders`` maps order id -> summary. A customer's
     listing reads its index and years, then only the months of the page it shows: a few lookups by ``_id``.
     A month bounds a document by what one customer orders in a month, and keeps a page to a few lookups for
     a customer who orders rarely."""
 
-    id = StringField(primary_key=True)  # "<customer id>|<YYYY-MM>"
-    customer_id = StringField(required=True)
-    month = StringField(required=True)
+    month = StringField(required=True)  # YYYY-MM
     orders = DictField()
-    version = IntField(default=0)
 
     meta = {"collection": "customer_order_months"}
 
 
-class CustomerOrderYear(Document):
+class CustomerOrderYear(CustomerBucket):
     """Which months of one year a customer placed orders in, and how many each: ``months`` maps month ->
     {"count": n}. Rewritten with each of the customer's orders, and bounded by a year's twelve months."""
 
-    id = StringField(primary_key=True)  # "<customer id>|<YYYY>"
-    customer_id = StringField(required=True)
-    year = StringField(required=True)
+    year = StringField(required=True)  # YYYY
     months = DictField()
-    version = IntField(default=0)
 
     meta = {"collection": "customer_order_years"}
 
