@@ -2,7 +2,11 @@
 raw baselines measured in the same run (these machines are noisy, so compare
 ratios, not absolute numbers).
 
-    .venv/bin/python bench/order_latency.py [--sequential 50] [--burst 200]
+    .venv/bin/python bench/order_latency.py [--sequential 50] [--burst 200] [--customers 1]
+
+The burst also prints each process's CPU per order (read from /proc before and after it): the web
+server with its workers, each consumer, the relay, the Redis and FerretDB that serve the system, and
+this client. Two cores process at most 2000 / (total ms per order) orders a second.
 
 Runs the web server, relay and consumers as separate processes, like
 tests/e2e, against the Redis and FerretDB that `scripts/services start` runs,
@@ -77,6 +81,46 @@ def raw_http(system: System, samples: int) -> list[float]:
     return times
 
 
+def _proc_table() -> dict[int, tuple[int, float, str]]:
+    """Every process: its parent, the CPU seconds it has used (user + system) and its command line."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmdline)
+    return table
+
+
+def cpu_seconds(system: System) -> dict[str, float]:
+    """CPU seconds used so far by each of the system's processes (with their children: gunicorn's workers),
+    by the Redis and FerretDB that serve it, and by this client."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pid: int) -> float:
+        return table.get(pid, (0, 0.0, ""))[1] + sum(tree(child) for child in children.get(pid, []))
+
+    used = {name: tree(proc.pid) for name, proc in system.procs.items()}
+    redis_port = REDIS_URL.rsplit(":", 1)[-1].split("/")[0]
+    for _ppid, cpu, cmdline in table.values():
+        if cmdline.startswith("redis-server") and f":{redis_port}" in cmdline:
+            used["redis"] = used.get("redis", 0.0) + cpu
+        elif "ferretdb" in cmdline.split(" ")[0]:
+            used["ferretdb"] = used.get("ferretdb", 0.0) + cpu
+    times = os.times()
+    used["client (this bench)"] = times.user + times.system
+    return used
+
+
 def place_and_wait(system: System, body: dict, timeout: float = 30) -> float:
     start = time.perf_counter()
     status, placed, _ = system.request("POST", "/api/orders/", body)
@@ -94,6 +138,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequential", type=int, default=50, help="orders placed one at a time (latency)")
     parser.add_argument("--burst", type=int, default=200, help="orders placed from 8 threads at once (throughput)")
+    parser.add_argument(
+        "--customers", type=int, default=1, help="the burst's orders go round this many customers (1: all one's)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,12 +161,15 @@ def main() -> None:
             http = raw_http(system, 100)
             sequential = [place_and_wait(system, body) for _ in range(args.sequential)]
 
+            cpu_before = cpu_seconds(system)
             start = time.perf_counter()
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda _: system.request("POST", "/api/orders/", body), range(args.burst)))
+                bodies = [{**body, "customer_id": f"bench-{i % args.customers}"} for i in range(args.burst)]
+                list(pool.map(lambda b: system.request("POST", "/api/orders/", b), bodies))
             accepted = time.perf_counter() - start
             system.wait_settled(timeout=300, quiet_for=0.3)
             settled = time.perf_counter() - start - 0.3
+            cpu_after = cpu_seconds(system)
         finally:
             system.stop()
             system.cleanup()
@@ -134,8 +184,16 @@ def main() -> None:
             "orders": args.burst,
             "accepted_per_s": round(args.burst / accepted, 1),
             "processed_per_s": round(args.burst / settled, 1),
+            # What each process spent on the burst: the machine's cores bound the rate at
+            # cores / (total CPU per order).
+            "cpu_ms_per_order": {
+                name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / args.burst, 2)
+                for name in sorted(cpu_after, key=lambda n: cpu_before.get(n, 0.0) - cpu_after[n])
+            },
         },
     }
+    per_order = report["burst"]["cpu_ms_per_order"]  # type: ignore[index]
+    per_order["total"] = round(sum(per_order.values()), 2)
     print(json.dumps(report, indent=2))
 
 

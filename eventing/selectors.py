@@ -12,7 +12,7 @@ from eventing.contract.consumers import consumers_of, event_log_writer
 from eventing.contract.errors import EventError
 from eventing.contract.events import event_class
 from eventing.models import DeadLetter, DeadLetterAction, ProcessedEvent
-from eventing.readside.event_index import EventsByAggregate, EventsByCorrelation, sorted_records
+from eventing.readside.event_index import EventsByAggregate, EventsByCorrelation, indexed_records
 from eventing.readside.event_log import aware
 from eventing.readside.event_log import collection as event_log_collection
 from eventing.readside.projections import view_objects
@@ -45,12 +45,13 @@ def event_log_list(
     newest_first: bool = False,
 ) -> list[LoggedEvent]:
     """One business transaction's or one aggregate's logged events, in log order: one lookup of the
-    log's index by ``_id``, the other filters applied to what it holds. The whole log is never filtered
-    (FerretDB would scan it): without a correlation id or an aggregate id this raises LogQueryError."""
+    log's index by ``_id``, one of the records it lists by theirs, the other filters applied to those. The
+    whole log is never filtered (FerretDB would scan it): without a correlation id or an aggregate id this
+    raises LogQueryError."""
     if correlation_id:
-        records = sorted_records(view_objects(EventsByCorrelation)(pk=correlation_id).first())
+        records = indexed_records(view_objects(EventsByCorrelation)(pk=correlation_id).first())
     elif aggregate_id:
-        records = sorted_records(view_objects(EventsByAggregate)(pk=aggregate_id).first())
+        records = indexed_records(view_objects(EventsByAggregate)(pk=aggregate_id).first())
     else:
         raise LogQueryError("name a correlation id or an aggregate id: the log is listed by one of them")
     wanted = {

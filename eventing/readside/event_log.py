@@ -51,9 +51,20 @@ class EventRecord(Document):  # type: ignore[misc]  # mongoengine ships no types
     }
 
 
-def log_record(envelope: Envelope) -> dict[str, Any]:
-    """The ``event_log`` document of a received event (also what the log's indexes keep of it)."""
+def log_position(envelope: Envelope) -> dict[str, Any]:
+    """Where a received event sorts in the log (EventRecord's ordering): when it occurred, then its stream
+    position. What the log's indexes keep of it."""
     ms, seq = (int(part) for part in (envelope.entry_id or "0-0").split("-"))
+    return {"occurred_at": envelope.occurred_at, "stream_ms": ms, "stream_seq": seq}
+
+
+def log_sort_key(position: Mapping[str, Any]) -> tuple[datetime, int, int]:
+    """The sort key of a log record, or of its position (``log_position``)."""
+    return position["occurred_at"], position.get("stream_ms") or 0, position.get("stream_seq") or 0
+
+
+def log_record(envelope: Envelope) -> dict[str, Any]:
+    """The ``event_log`` document of a received event."""
     return {
         "_id": envelope.id,
         "type": envelope.type,
@@ -67,8 +78,7 @@ def log_record(envelope: Envelope) -> dict[str, Any]:
         "data": envelope.data,
         "stream": envelope.stream,
         "stream_entry_id": envelope.entry_id,
-        "stream_ms": ms,
-        "stream_seq": seq,
+        **log_position(envelope),
         "recorded_at": envelope.received_at or utcnow(),
         "trace_id": envelope.trace_id,
     }

@@ -8,7 +8,9 @@ from rest_framework.test import APIClient
 
 from eventing.contract import context
 from eventing.contract.envelope import Envelope
+from eventing.readside.event_index import EventsByAggregate, EventsByCorrelation
 from eventing.readside.event_log import EventRecord
+from eventing.readside.projections import active_collection
 from eventing.selectors import timeline_get
 from inventory.events import StockReserved
 from inventory.services import stock_item_create
@@ -78,6 +80,25 @@ def test_an_orders_timeline_lists_its_events_in_order_with_producers_and_who_app
     assert created["occurred_at"] <= reserved["occurred_at"] <= confirmed["occurred_at"]
     assert body["dead_letters"] == []
     assert all(event["dead_letters"] == [] for event in body["events"])
+
+
+def test_the_logs_indexes_hold_each_events_place_in_the_log_and_the_records_come_from_the_log(staff_api, stock):
+    order = place_order(staff_api)
+    pump()
+
+    by_correlation = active_collection(EventsByCorrelation).find_one({"_id": order["correlation_id"]})
+    by_aggregate = active_collection(EventsByAggregate).find_one({"_id": order["id"]})
+
+    # No copy of a record: an index document is rewritten with each event of its transaction.
+    logged = {record["_id"]: record for record in EventRecord._get_collection().find()}
+    for document in (by_correlation, by_aggregate):
+        assert len(document["events"]) == 3
+        for event_id, position in document["events"].items():
+            record = logged[event_id]
+            assert position == {name: record[name] for name in ("occurred_at", "stream_ms", "stream_seq")}
+    events = staff_api.get("/api/events/", {"aggregate_id": order["id"]}).json()["results"]
+    assert [e["type"] for e in events] == ["ORDER_CREATED", "STOCK_RESERVED", "ORDER_CONFIRMED"]
+    assert events[0]["data"]["customer_id"] == "alice"
 
 
 def test_another_transactions_events_stay_out_of_the_timeline(staff_api, stock):
