@@ -9,7 +9,7 @@ stream position the log sorts by, as logged when a redelivery finds the event in
 (``as_logged``) — and the first one written stays, so redeliveries change nothing. The records themselves
 are read from the log by their ids, in one query: an index document is rewritten with every event of its
 transaction, and FerretDB's cost of rewriting one grows with what it holds (a copy of each record made it
-three times the cost).
+cost 2.5 times as much).
 """
 
 from typing import Any
