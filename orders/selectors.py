@@ -3,7 +3,14 @@ from typing import Any, overload
 
 from eventing.readside.mongo import read_rows
 from eventing.readside.projections import active_collection, view_objects
-from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, CustomerOrderYear, OrderView, bucket_key
+from orders.read_models import (
+    CustomerOrderIndex,
+    CustomerOrderMonth,
+    CustomerOrderYear,
+    OrderView,
+    bucket_key,
+    unpack_summary,
+)
 
 
 def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderView | None:
@@ -63,8 +70,8 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
 
     def _newest_first(self, bucket: dict[str, Any]) -> list[dict[str, Any]]:
         orders = [
-            {"id": order_id, "customer_id": self.customer_id, **summary}
-            for order_id, summary in bucket.get("orders", {}).items()
+            {"id": order_id, "customer_id": self.customer_id, **unpack_summary(packed)}
+            for order_id, packed in bucket.get("orders", {}).items()
         ]
         return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
 

@@ -57,7 +57,7 @@ class RowChange:
     (values that never change) and ``add_to_set`` members apply whatever the
     version. ``entries`` are members of keyed maps in the row (``{field: {key:
     entry}}``): an entry is set when the map lacks its key or when its own
-    ``"version"`` is newer than the stored entry's (without versions, the first
+    version (``entry_version``) is newer than the stored entry's (without versions, the first
     write stays). So rows converge to the newest state whatever the order of
     the events and however often each comes.
 
@@ -71,7 +71,7 @@ class RowChange:
     fields: dict[str, Any]
     facts: dict[str, Any] = field(default_factory=dict)
     add_to_set: dict[str, Any] = field(default_factory=dict)
-    entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # each entry a dict or a packed str
     creates: bool = False
 
     def normalized(self) -> RowChange:
@@ -106,13 +106,23 @@ def apply_change(row: dict[str, Any] | None, change: RowChange) -> dict[str, Any
         stored: dict[str, Any] = dict(new.get(name) or {})
         for member_key, entry in keyed.items():
             existing = stored.get(member_key)
-            if existing is None or entry.get("version", 0) > existing.get("version", 0):
+            if existing is None or entry_version(entry) > entry_version(existing):
                 stored[member_key] = entry
         new[name] = stored
     if change.version > new.get("version", 0):
         new.update(change.fields)
         new["version"] = change.version
     return new
+
+
+def entry_version(entry: dict[str, Any] | str) -> int:
+    """An entry's version: its ``"version"``, or the number a packed entry (a string, ``"<version>|…"``)
+    starts with. A map of many entries is cheaper packed: FerretDB's cost of reading and rewriting a
+    document grows with its fields, and a string is one field."""
+    if isinstance(entry, str):
+        head = entry.partition("|")[0]
+        return int(head) if head.isdigit() else 0
+    return int(entry.get("version", 0))
 
 
 def _canonical(member: Any) -> str:

@@ -119,6 +119,30 @@ def test_the_pure_rule_and_the_live_write_agree_whatever_the_order():
     assert sorted(s["v"] for s in folded["seen"]) == [1, 2, 3]
 
 
+def test_an_entry_packed_in_a_string_is_replaced_only_by_a_newer_version_whichever_shape_is_stored():
+    def entry(key: str, value: object) -> RowChange:
+        return RowChange("m", 0, {}, entries={"orders": {key: value}})
+
+    changes = [
+        entry("a", "2|CONFIRMED"),
+        entry("a", "1|PENDING"),  # older: stays out
+        entry("a", "12|CANCELLED"),  # newer by number, not by text ("12" < "2" as strings)
+        entry("b", {"version": 3, "status": "CONFIRMED"}),  # an entry as a dict (a row an earlier version wrote)
+        entry("b", "2|PENDING"),
+        entry("b", "4|CANCELLED"),
+        entry("c", "not-a-version|x"),  # no leading version reads as 0: the first write stays
+        entry("c", "0|y"),
+    ]
+    folded = None
+    for change in changes:
+        folded = apply_change(folded, change)
+        upsert_if_newer(Row._get_collection(), change)
+
+    assert folded is not None
+    assert folded["orders"] == {"a": "12|CANCELLED", "b": "4|CANCELLED", "c": "not-a-version|x"}
+    assert Row._get_collection().find_one({"_id": "m"}) == folded
+
+
 def test_a_row_this_process_wrote_last_is_not_read_again_and_comes_back_should_the_database_lose_it():
     rows = Row._get_collection()
     assert upsert_if_newer(rows, RowChange("c", 1, {"state": "one"}, facts={"name": "C"}))

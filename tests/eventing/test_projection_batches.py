@@ -16,7 +16,7 @@ from eventing.readside.projections import active_collection
 from eventing.readside.replay import verify_views
 from inventory.events import StockAdded, StockReserved
 from orders.events import OrderConfirmed, OrderCreated
-from orders.read_models import CustomerOrderIndex, CustomerOrderYear
+from orders.read_models import CustomerOrderIndex, CustomerOrderMonth, CustomerOrderYear, pack_summary, unpack_summary
 from orders.selectors import customer_order_list
 from tests.eventing.test_consumer import xadd
 
@@ -144,3 +144,9 @@ def test_a_customers_listing_pages_across_years_and_a_new_order_rewrites_no_docu
     assert changed["customer_order_index"] == []  # touched, found as it was, not written
     assert customer_order_list(customer_id="carol")[0]["placed_at"] == later
     assert verify_views() == []
+    # A month holds each order's summary packed in one string, its version first.
+    newest = customer_order_list(customer_id="carol")[0]["id"]
+    stored = active_collection(CustomerOrderMonth).find_one({"_id": f"carol|{month}"})
+    packed = pack_summary(version=1, status="PENDING", placed_at=later, line_count=1, total_quantity=1)
+    assert stored["orders"][newest] == packed
+    assert packed.startswith("1|PENDING|") and unpack_summary(packed)["placed_at"] == later
