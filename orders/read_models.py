@@ -103,8 +103,11 @@ def pack_summary(*, version: int, status: str, placed_at: datetime, line_count: 
     return f"{version}|{status}|{placed}|{line_count}|{total_quantity}"
 
 
-def unpack_summary(packed: str) -> dict[str, Any]:
-    """The summary ``pack_summary`` packed, each field of its type."""
+def unpack_summary(packed: str | dict[str, Any]) -> dict[str, Any]:
+    """The summary ``pack_summary`` packed, each field of its type. A month an earlier version wrote holds
+    each summary as a document of these fields, which is read as it is until the rebuild an upgrade asks for."""
+    if isinstance(packed, dict):
+        return {name: packed[name] for name in SUMMARY_FIELDS}
     version, status, placed_at, line_count, total_quantity = packed.split("|")
     return {
         "version": int(version),

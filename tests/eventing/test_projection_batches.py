@@ -150,3 +150,9 @@ def test_a_customers_listing_pages_across_years_and_a_new_order_rewrites_no_docu
     packed = pack_summary(version=1, status="PENDING", placed_at=later, line_count=1, total_quantity=1)
     assert stored["orders"][newest] == packed
     assert packed.startswith("1|PENDING|") and unpack_summary(packed)["placed_at"] == later
+    # A month an earlier version wrote (a document per order) still lists, until the upgrade's rebuild.
+    unpacked = unpack_summary(packed)
+    active_collection(CustomerOrderMonth).update_one(
+        {"_id": f"carol|{month}"}, {"$set": {f"orders.{newest}": unpacked}}
+    )
+    assert customer_order_list(customer_id="carol")[0] == {"id": newest, "customer_id": "carol", **unpacked}
