@@ -69,7 +69,7 @@ def main() -> None:
             system.start()
             mongo.connect(system.mongodb_uri)
             began = time.perf_counter()
-            prefill(args.orders, datetime(2025, 11, 1, tzinfo=UTC), spacing=600.0)  # a year of history
+            prefill(args.orders, datetime(2025, 11, 1, tzinfo=UTC))  # a year of history
             print(f"stored {args.orders} orders' views, log and indexes in {time.perf_counter() - began:.0f}s")
             system.add_stock({"BENCH-1": 1000})
             placed = system.place_orders(

@@ -50,15 +50,23 @@ from orders.events import OrderConfirmed, OrderCreated  # noqa: E402
 
 CUSTOMERS = 200
 BATCH = 100
+SPACING = timedelta(minutes=10)  # between two prefilled orders' placed_at: 50k orders span a year
 
 
 def order_envelopes(n: int, at: datetime) -> list[Envelope]:
     """An order's three events, as the system raises them: one transaction, each caused by the one before."""
-    order_id, customer = str(uuid.uuid4()), f"customer-{n % CUSTOMERS}"
+    order_id, customer, seq = str(uuid.uuid4()), f"customer-{n % CUSTOMERS}", n // CUSTOMERS + 1
     lines = [{"sku": f"SKU-{n % 50}", "quantity": 1}]
     with context.bind(correlation_id=str(uuid.uuid4())):
         created = Envelope.wrap(
-            OrderCreated(order_id=order_id, customer_id=customer, lines=lines, placed_at=at.isoformat(), channel="api"),
+            OrderCreated(
+                order_id=order_id,
+                customer_id=customer,
+                customer_seq=seq,
+                lines=lines,
+                placed_at=at.isoformat(),
+                channel="api",
+            ),
             aggregate_version=1,
         )
     with context.bind(correlation_id=created.correlation_id, causation_id=created.id):
@@ -75,7 +83,7 @@ def order_envelopes(n: int, at: datetime) -> list[Envelope]:
     return [created, reserved, confirmed]
 
 
-def prefill(orders: int, start: datetime, spacing: float = 1.0) -> None:
+def prefill(orders: int, start: datetime) -> None:
     """``orders`` orders' views, indexes and log, folded in memory and bulk-inserted (as a replay does)."""
     fold = Fold(projections().values())
     records = []
@@ -86,7 +94,7 @@ def prefill(orders: int, start: datetime, spacing: float = 1.0) -> None:
         fold.apply(envelope)
         records.append(log_record(envelope))
     for n in range(orders):
-        for envelope in order_envelopes(n, start + timedelta(seconds=n * spacing)):
+        for envelope in order_envelopes(n, start + n * SPACING):
             fold.apply(envelope)
             records.append(log_record(envelope))
     db = get_db()
@@ -120,7 +128,7 @@ class record_writes:  # noqa: N801 - used as a function that returns a recorder
         Collection.insert_many, Collection.bulk_write = self._insert_many, self._bulk_write
 
 
-def run_size(size: int, new_orders: int, client: redis.Redis, spacing: float) -> dict[str, float]:
+def run_size(size: int, new_orders: int, client: redis.Redis) -> dict[str, float]:
     database = f"bench_p3_{uuid.uuid4().hex[:8]}"
     base = settings.MONGODB_URI.partition("?")[0].rsplit("/", 1)[0]
     mongo.connect(f"{base}/{database}")
@@ -129,7 +137,7 @@ def run_size(size: int, new_orders: int, client: redis.Redis, spacing: float) ->
     try:
         start = datetime(2026, 11, 1, tzinfo=UTC)
         began = time.perf_counter()
-        prefill(size, start, spacing)
+        prefill(size, start)
         filled_s = time.perf_counter() - began
         envelopes = [
             e for n in range(size, size + new_orders) for e in order_envelopes(n, start + timedelta(seconds=n))
@@ -175,18 +183,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 50000], help="Orders in the views before.")
     parser.add_argument("--orders", type=int, default=1000, help="New orders projected and timed (x3 events).")
-    parser.add_argument(
-        "--spacing",
-        type=float,
-        default=600.0,
-        help=f"Seconds between two orders' placed_at over the {CUSTOMERS} customers (default: one every 10 minutes, "
-        "so a customer's month holds a few dozen orders); 1 piles each customer's orders into a day or two",
-    )
     args = parser.parse_args()
     client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     results = []
     for size in args.sizes:
-        result = run_size(size, args.orders, client, args.spacing)
+        result = run_size(size, args.orders, client)
         results.append(result)
         print(
             f"views of {size} orders (filled in {result['filled_s']:.1f}s): {result['events']} events, "

@@ -91,6 +91,7 @@ def fill(rows: int) -> None:
         event = OrderCreated(
             order_id=str(uuid.uuid4()),
             customer_id=f"customer-{i % 100}",
+            customer_seq=i // 100 + 1,
             lines=[{"sku": f"SKU-{(i + n) % 50}", "quantity": 1 + n} for n in range(3)],
             placed_at=occurred.isoformat(),
             channel="web",

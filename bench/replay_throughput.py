@@ -95,6 +95,7 @@ def make_log(total: int) -> list[dict]:
         created = OrderCreated(
             order_id=order_id,
             customer_id=f"c-{order % 500}",
+            customer_seq=order // 500 + 1,
             lines=lines,
             placed_at=start.isoformat(),
             channel="bench",

@@ -26,20 +26,28 @@ class OrderEvent(Event):
 @dataclass(frozen=True, kw_only=True)
 class OrderCreated(OrderEvent):
     """A customer placed an order. It is PENDING until the inventory reserves or rejects its lines.
-    ``channel`` says where the order came from ("api")."""
+    ``channel`` says where the order came from ("api"); ``customer_seq`` is the order's place among its
+    customer's orders, from 1."""
 
     TYPE: ClassVar[str] = "ORDER_CREATED"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     lines: list[OrderLineData]
     placed_at: str
     channel: str
+    customer_seq: int
 
 
 @upcaster("ORDER_CREATED", from_version=1)
 def upcast_order_created_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v2 adds ``channel``; a v1 event did not record where the order came from, so it reads as "unknown"."""
     return {**data, "channel": "unknown"}
+
+
+@upcaster("ORDER_CREATED", from_version=2)
+def upcast_order_created_v2_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 adds ``customer_seq``; an order of v2 was placed before orders were numbered, and reads as 0."""
+    return {**data, "customer_seq": 0}
 
 
 @register_event

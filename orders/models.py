@@ -27,6 +27,9 @@ class Order(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     customer_id = models.CharField(max_length=64, db_index=True)
+    # The order's place among its customer's orders, from 1 (CustomerOrderSequence); 0 for an order placed
+    # before orders were numbered. The customer's listing keeps their orders in chunks by it.
+    customer_seq = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     reason = models.TextField(blank=True)
     # Bumped with every change; events carry it so views apply them in order.
@@ -34,8 +37,29 @@ class Order(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer_id", "customer_seq"],
+                condition=models.Q(customer_seq__gt=0),
+                name="one_order_per_customer_seq",
+            )
+        ]
+
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
+
+
+class CustomerOrderSequence(models.Model):
+    """How many orders each customer has placed: the last ``Order.customer_seq`` given out. Its row is
+    bumped in the transaction that places the order, so a rolled-back order leaves no gap, and a customer's
+    concurrent orders take their numbers one after the other."""
+
+    customer_id = models.CharField(max_length=64, primary_key=True)
+    last = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.last}"
 
 
 class OrderLine(models.Model):

@@ -4,11 +4,14 @@ from typing import Any, overload
 from eventing.readside.mongo import read_rows
 from eventing.readside.projections import active_collection, view_objects
 from orders.read_models import (
-    CustomerOrderIndex,
-    CustomerOrderMonth,
-    CustomerOrderYear,
+    CHUNK_SIZE,
+    LEGACY_CHUNK,
+    NUMBERED,
+    CustomerOrderChunk,
+    CustomerOrderCount,
     OrderView,
-    bucket_key,
+    chunk_key,
+    chunk_of,
     unpack_summary,
 )
 
@@ -22,25 +25,22 @@ def order_view_get(*, order_id: str, customer_id: str | None = None) -> OrderVie
 
 
 class CustomerOrderListing(Sequence[dict[str, Any]]):
-    """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the
-    customer's index (their years) once, then their years in one query by ``_id`` (their months and
-    counts), then the months a slice covers in one query by ``_id``: a page costs three lookups however
-    many orders are stored."""
+    """A customer's order summaries, newest first, as a sequence a paginator slices. It reads the customer's
+    count once; a slice then reads the chunks its orders' numbers fall in, in one query by ``_id``: a page costs
+    two lookups of documents of bounded size, however many orders are stored. Position ``p`` of the listing is
+    the order numbered ``numbered - p``; after the numbered orders come those placed before numbering (the
+    legacy chunk), newest first. An order not projected yet leaves its place empty: a page is then one short."""
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
         # The rows as pymongo reads them: a listing only copies their fields out, and mongoengine's
         # documents would cost more than the lookups.
-        index = active_collection(CustomerOrderIndex).find_one({"_id": customer_id}) or {}
-        keys = [bucket_key(customer_id, year) for year in index.get("years", {})]
-        years = read_rows(active_collection(CustomerOrderYear), keys)
-        months: dict[str, dict[str, int]] = {
-            month: info for year in years.values() for month, info in year.get("months", {}).items()
-        }
-        self.months = sorted(((month, int(info["count"])) for month, info in months.items()), reverse=True)
+        counts = (active_collection(CustomerOrderCount).find_one({"_id": customer_id}) or {}).get("counts", {})
+        self.numbered = int(counts.get(NUMBERED, {}).get("version", 0))
+        self.legacy = int(counts.get(LEGACY_CHUNK, {}).get("version", 0))
 
     def count(self) -> int:  # type: ignore[override]  # the paginator's count(), not Sequence.count(value)
-        return sum(count for _month, count in self.months)
+        return self.numbered + self.legacy
 
     def __len__(self) -> int:
         return self.count()
@@ -53,27 +53,32 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         if isinstance(index, int):
             return self[index : index + 1][0]
         start, stop, _step = index.indices(self.count())
-        covered: list[tuple[str, int]] = []  # (month, the offset of its first order in the listing)
-        offset = 0
-        for month, count in self.months:
-            if offset >= stop:
-                break
-            if offset + count > start:
-                covered.append((month, offset))
-            offset += count
-        keys = [bucket_key(self.customer_id, month) for month, _first in covered]
-        buckets = read_rows(active_collection(CustomerOrderMonth), keys)
-        found: list[dict[str, Any]] = []
-        for key, (_month, first) in zip(keys, covered, strict=True):
-            found += self._newest_first(buckets.get(key, {}))[max(start - first, 0) : stop - first]
-        return found
+        # Positions below ``numbered`` hold the numbered orders, newest first; the legacy orders follow them.
+        newest, oldest = self.numbered - start, self.numbered - min(stop, self.numbered) + 1
+        chunks = [chunk_of(seq) for seq in range(oldest, newest + 1, CHUNK_SIZE)]
+        if newest >= oldest and chunk_of(newest) not in chunks:
+            chunks.append(chunk_of(newest))
+        legacy_from, legacy_to = max(start - self.numbered, 0), max(stop - self.numbered, 0)
+        if legacy_to > legacy_from:
+            chunks.append(LEGACY_CHUNK)
+        keys = [chunk_key(self.customer_id, chunk) for chunk in chunks]
+        rows = read_rows(active_collection(CustomerOrderChunk), keys)
+        numbered: list[dict[str, Any]] = []
+        legacy: list[dict[str, Any]] = []
+        for chunk, key in zip(chunks, keys, strict=True):
+            if chunk == LEGACY_CHUNK:
+                legacy = self._summaries(rows.get(key, {}))
+            else:
+                numbered += [s for s in self._summaries(rows.get(key, {})) if oldest <= s["customer_seq"] <= newest]
+        numbered.sort(key=lambda summary: summary["customer_seq"], reverse=True)
+        legacy.sort(key=lambda summary: (summary["placed_at"], summary["id"]), reverse=True)
+        return numbered + legacy[legacy_from:legacy_to]
 
-    def _newest_first(self, bucket: dict[str, Any]) -> list[dict[str, Any]]:
-        orders = [
+    def _summaries(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
             {"id": order_id, "customer_id": self.customer_id, **unpack_summary(packed)}
-            for order_id, packed in bucket.get("orders", {}).items()
+            for order_id, packed in chunk.get("orders", {}).items()
         ]
-        return sorted(orders, key=lambda order: (order["placed_at"], order["id"]), reverse=True)
 
 
 def customer_order_list(*, customer_id: str) -> CustomerOrderListing:

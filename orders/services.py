@@ -5,13 +5,13 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from core.exceptions import Conflict, InvalidInput, NotFound
 from core.limits import MAX_QUANTITY
 from orders import signals
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected
-from orders.models import CatalogItem, Customer, Order, OrderLine
+from orders.models import CatalogItem, Customer, CustomerOrderSequence, Order, OrderLine
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,21 @@ def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
     return {"lines": errors} if any(errors) else {}
 
 
+def _next_customer_seq(customer_id: str) -> int:
+    """The customer's next order number, taken in the caller's transaction: one statement that creates or
+    bumps the customer's row and returns its new value (SQLite >= 3.35 and PostgreSQL). PostgreSQL holds the
+    row's lock until the transaction ends, so two orders of one customer never share a number."""
+    table = connection.ops.quote_name(CustomerOrderSequence._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (customer_id, last) VALUES (%s, 1) "  # noqa: S608 - the name quoted, the value bound
+            f"ON CONFLICT (customer_id) DO UPDATE SET last = {table}.last + 1 RETURNING last",
+            [customer_id],
+        )
+        (seq,) = cursor.fetchone()
+    return int(seq)
+
+
 @transaction.atomic
 def order_place(*, customer_id: str, lines: Sequence[OrderLineIn], channel: str = "api") -> Order:
     errors = _line_errors(lines)
@@ -103,13 +118,14 @@ def order_place(*, customer_id: str, lines: Sequence[OrderLineIn], channel: str 
         errors["customer_id"] = ["This field may not be blank."]
     if errors:
         raise InvalidInput(errors)
-    order = Order.objects.create(customer_id=customer_id)
+    order = Order.objects.create(customer_id=customer_id, customer_seq=_next_customer_seq(customer_id))
     OrderLine.objects.bulk_create(OrderLine(order=order, sku=line.sku, quantity=line.quantity) for line in lines)
     signals.order_created.send(
         sender=Order,
         event=OrderCreated(
             order_id=str(order.id),
             customer_id=customer_id,
+            customer_seq=order.customer_seq,
             lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
             placed_at=order.created_at.isoformat(),
             channel=channel,

@@ -46,6 +46,17 @@ def check_invariants(system: System, placed: list[dict[str, Any]], *, dead_lette
     assert {oid: v["status"] for oid, v in views.items()} == {oid: o["status"] for oid, o in orders.items()}
     assert {oid: v["version"] for oid, v in views.items()} == {oid: o["version"] for oid, o in orders.items()}
 
+    # Each customer's orders are numbered from 1 with no number twice, however concurrently they were placed,
+    # and the customer's listing counts them all.
+    numbers: defaultdict[str, list[int]] = defaultdict(list)
+    for order in orders.values():
+        numbers[order["customer_id"]].append(order["customer_seq"])
+    for customer, seqs in numbers.items():
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), (customer, sorted(seqs))
+    assert {oid: v["customer_seq"] for oid, v in views.items()} == {oid: o["customer_seq"] for oid, o in orders.items()}
+    counts = {doc["_id"]: doc["counts"]["numbered"]["version"] for doc in mongo["customer_order_counts"].find()}
+    assert counts == {customer: len(seqs) for customer, seqs in numbers.items()}
+
     # No sku is over-reserved: reserved is exactly what the live confirmed orders hold.
     items = {row["fields"]["sku"]: row["fields"] for row in by_model["inventory.stockitem"]}
     held: Counter[str] = Counter()

@@ -143,6 +143,7 @@ def created_and_confirmed(*, quantity: int, placed_at: str) -> tuple[Envelope, E
         OrderCreated(
             order_id="o-1",
             customer_id="c-1",
+            customer_seq=1,
             lines=[{"sku": "A-1", "quantity": quantity}],
             placed_at=placed_at,
             channel="api",

@@ -37,20 +37,7 @@ def test_every_committed_contract_belongs_to_a_version_of_a_registered_event():
 
 @dataclass(frozen=True, kw_only=True)
 class OrderCreatedWithACoupon(OrderEvent):
-    """ORDER_CREATED v2 as someone might edit it: a new field, and no version bump."""
-
-    TYPE: ClassVar[str] = "ORDER_CREATED"
-    VERSION: ClassVar[int] = 2
-
-    lines: list[OrderLineData]
-    placed_at: str
-    channel: str
-    coupon: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderCreatedV3(OrderEvent):
-    """ORDER_CREATED bumped to v3 with a new field."""
+    """ORDER_CREATED v3 as someone might edit it: a new field, and no version bump."""
 
     TYPE: ClassVar[str] = "ORDER_CREATED"
     VERSION: ClassVar[int] = 3
@@ -58,6 +45,21 @@ class OrderCreatedV3(OrderEvent):
     lines: list[OrderLineData]
     placed_at: str
     channel: str
+    customer_seq: int
+    coupon: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCreatedV4(OrderEvent):
+    """ORDER_CREATED bumped to v4 with a new field."""
+
+    TYPE: ClassVar[str] = "ORDER_CREATED"
+    VERSION: ClassVar[int] = 4
+
+    lines: list[OrderLineData]
+    placed_at: str
+    channel: str
+    customer_seq: int
     coupon: str
 
 
@@ -78,7 +80,7 @@ def test_fields_changed_without_a_version_bump_are_reported():
     problems = contract_problems(event_types={"ORDER_CREATED": OrderCreatedWithACoupon})
 
     assert problems == [
-        "fields of ORDER_CREATED changed without a version bump: bump VERSION and add an upcaster from v2"
+        "fields of ORDER_CREATED changed without a version bump: bump VERSION and add an upcaster from v3"
     ]
 
 
@@ -86,19 +88,21 @@ def test_a_changed_type_or_a_removed_field_is_reported_too():
     @dataclass(frozen=True, kw_only=True)
     class ChannelAsNumber(OrderEvent):
         TYPE: ClassVar[str] = "ORDER_CREATED"
-        VERSION: ClassVar[int] = 2
+        VERSION: ClassVar[int] = 3
 
         lines: list[OrderLineData]
         placed_at: str
         channel: int
+        customer_seq: int
 
     @dataclass(frozen=True, kw_only=True)
     class NoPlacedAt(OrderEvent):
         TYPE: ClassVar[str] = "ORDER_CREATED"
-        VERSION: ClassVar[int] = 2
+        VERSION: ClassVar[int] = 3
 
         lines: list[OrderLineData]
         channel: str
+        customer_seq: int
 
     for changed in (ChannelAsNumber, NoPlacedAt):
         assert any(
@@ -107,55 +111,56 @@ def test_a_changed_type_or_a_removed_field_is_reported_too():
 
 
 def test_a_new_version_without_an_upcaster_from_the_previous_one_is_reported(contracts):
-    contracts_update(event_types={"ORDER_CREATED": OrderCreatedV3}, directory=contracts)
+    contracts_update(event_types={"ORDER_CREATED": OrderCreatedV4}, directory=contracts)
 
-    problems = contract_problems(event_types={"ORDER_CREATED": OrderCreatedV3}, directory=contracts)
+    problems = contract_problems(event_types={"ORDER_CREATED": OrderCreatedV4}, directory=contracts)
 
-    assert problems == ["ORDER_CREATED v3 has no upcaster from v2: add @upcaster('ORDER_CREATED', from_version=2)"]
+    assert problems == ["ORDER_CREATED v4 has no upcaster from v3: add @upcaster('ORDER_CREATED', from_version=3)"]
 
 
 def test_a_missing_snapshot_for_the_current_version_is_reported(contracts):
-    (contracts / "ORDER_CREATED.v2.json").unlink()
+    (contracts / "ORDER_CREATED.v3.json").unlink()
 
     problems = contract_problems(directory=contracts)
 
     assert problems == [
-        "ORDER_CREATED v2 has no contract snapshot ORDER_CREATED.v2.json: "
+        "ORDER_CREATED v3 has no contract snapshot ORDER_CREATED.v3.json: "
         "run `manage.py event_catalog --update-contracts`"
     ]
 
 
 def test_an_upcaster_that_leaves_out_the_new_field_is_reported(contracts, scratch_upcasters):
-    contracts_update(event_types={"ORDER_CREATED": OrderCreatedV3}, directory=contracts)
+    contracts_update(event_types={"ORDER_CREATED": OrderCreatedV4}, directory=contracts)
 
-    @upcaster("ORDER_CREATED", from_version=2)
-    def upcast_order_created_v2_v3(data: dict[str, Any]) -> dict[str, Any]:
+    @upcaster("ORDER_CREATED", from_version=3)
+    def upcast_order_created_v3_v4(data: dict[str, Any]) -> dict[str, Any]:
         return dict(data)  # forgets the coupon
 
-    problems = contract_problems(event_types={"ORDER_CREATED": OrderCreatedV3}, directory=contracts)
+    problems = contract_problems(event_types={"ORDER_CREATED": OrderCreatedV4}, directory=contracts)
 
     assert problems == [
-        "a v1 ORDER_CREATED upcast to v3 does not fit v3: missing field(s) coupon",
-        "a v2 ORDER_CREATED upcast to v3 does not fit v3: missing field(s) coupon",
+        "a v1 ORDER_CREATED upcast to v4 does not fit v4: missing field(s) coupon",
+        "a v2 ORDER_CREATED upcast to v4 does not fit v4: missing field(s) coupon",
+        "a v3 ORDER_CREATED upcast to v4 does not fit v4: missing field(s) coupon",
     ]
 
 
 def test_a_new_version_with_its_upcaster_and_snapshot_passes(contracts, scratch_upcasters):
-    @upcaster("ORDER_CREATED", from_version=2)
-    def upcast_order_created_v2_v3(data: dict[str, Any]) -> dict[str, Any]:
+    @upcaster("ORDER_CREATED", from_version=3)
+    def upcast_order_created_v3_v4(data: dict[str, Any]) -> dict[str, Any]:
         return {**data, "coupon": ""}
 
-    assert contracts_update(event_types={"ORDER_CREATED": OrderCreatedV3}, directory=contracts) == [
-        contracts / "ORDER_CREATED.v3.json"
+    assert contracts_update(event_types={"ORDER_CREATED": OrderCreatedV4}, directory=contracts) == [
+        contracts / "ORDER_CREATED.v4.json"
     ]
-    assert contract_problems(event_types={"ORDER_CREATED": OrderCreatedV3}, directory=contracts) == []
+    assert contract_problems(event_types={"ORDER_CREATED": OrderCreatedV4}, directory=contracts) == []
 
 
 def test_an_upcaster_from_the_current_version_needs_a_version_bump(scratch_upcasters):
-    upcaster("ORDER_CREATED", from_version=2)(lambda data: data)
+    upcaster("ORDER_CREATED", from_version=3)(lambda data: data)
 
     assert contract_problems(event_types={"ORDER_CREATED": OrderCreated}) == [
-        "ORDER_CREATED has an upcaster from v2 but its VERSION is 2: bump VERSION"
+        "ORDER_CREATED has an upcaster from v3 but its VERSION is 3: bump VERSION"
     ]
 
 
@@ -165,8 +170,8 @@ def test_updating_contracts_writes_only_missing_snapshots_and_never_rewrites_one
     assert sorted(p.name for p in written) == sorted(
         f"{event_type}.v{cls.VERSION}.json" for event_type, cls in registered_event_types().items()
     )
-    assert json.loads((tmp_path / "ORDER_CREATED.v2.json").read_text()) == json.loads(
-        (CONTRACTS_DIR / "ORDER_CREATED.v2.json").read_text()
+    assert json.loads((tmp_path / "ORDER_CREATED.v3.json").read_text()) == json.loads(
+        (CONTRACTS_DIR / "ORDER_CREATED.v3.json").read_text()
     )
     assert contracts_update(directory=tmp_path) == []
     with pytest.raises(ContractError, match="fields of ORDER_CREATED changed without a version bump"):
@@ -202,20 +207,22 @@ def test_the_catalogue_names_the_producer_and_the_consumers_of_order_created():
     assert consumers(event_type="ORDER_CREATED") == ["inventory", "projections"]
 
     markdown = catalog_markdown()
-    assert "| [ORDER_CREATED](#order_created) | 2 | orders | inventory, projections |" in markdown
+    assert "| [ORDER_CREATED](#order_created) | 3 | orders | inventory, projections |" in markdown
     section = markdown.split("## ORDER_CREATED\n", 1)[1].split("\n## ", 1)[0]
     assert "- Producer: orders (`orders.events.OrderCreated`)" in section
     assert "- Consumers: inventory, projections" in section
     assert "| `lines[].quantity` | integer | yes |" in section
     assert "| `channel` | string | yes |" in section
     assert "| v1 | first version | `orders.events.upcast_order_created_v1_v2`" in section
-    assert "| v2 (current) | adds `channel` | — |" in section
+    assert "| v2 | adds `channel` | `orders.events.upcast_order_created_v2_v3`" in section
+    assert "| v3 (current) | adds `customer_seq` | — |" in section
 
 
 def test_the_schema_file_holds_the_envelope_and_every_version_of_every_event():
     schemas = catalog()
 
     assert list(schemas)[0] == "envelope"
-    assert {"ORDER_CREATED/v1", "ORDER_CREATED/v2", "STOCK_ADDED/v1"} <= set(schemas)
+    assert {"ORDER_CREATED/v1", "ORDER_CREATED/v2", "ORDER_CREATED/v3", "STOCK_ADDED/v1"} <= set(schemas)
     assert "channel" not in schemas["ORDER_CREATED/v1"]["properties"]
     assert schemas["ORDER_CREATED/v2"]["properties"]["channel"] == {"type": "string"}
+    assert schemas["ORDER_CREATED/v3"]["properties"]["customer_seq"] == {"type": "integer"}

@@ -33,6 +33,7 @@ def order_created(order_id: str = "o-1", **fields: Any) -> OrderCreated:
     values = {
         "order_id": order_id,
         "customer_id": "alice",
+        "customer_seq": 1,
         "lines": [{"sku": "A-1", "quantity": 2}],
         "placed_at": "2026-01-01T00:00:00+00:00",
         "channel": "api",
@@ -41,9 +42,9 @@ def order_created(order_id: str = "o-1", **fields: Any) -> OrderCreated:
 
 
 def order_created_v1(order_id: str = "o-1") -> dict[str, Any]:
-    """An ORDER_CREATED envelope as v1 code wrote it: version 1, no channel."""
+    """An ORDER_CREATED envelope as v1 code wrote it: version 1, no channel, no customer_seq."""
     doc = Envelope.wrap(order_created(order_id), aggregate_version=1).to_dict()
-    del doc["data"]["channel"]
+    del doc["data"]["channel"], doc["data"]["customer_seq"]
     return {**doc, "version": 1}
 
 
@@ -54,11 +55,11 @@ def test_the_schema_of_order_created_lists_its_fields_types_and_required_keys():
     schema = event_schema(event_class=OrderCreated)
 
     assert schema["$schema"] == DIALECT
-    assert schema["title"] == "ORDER_CREATED v2"
+    assert schema["title"] == "ORDER_CREATED v3"
     assert schema["description"].startswith("A customer placed an order.")
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False
-    assert schema["required"] == ["order_id", "customer_id", "lines", "placed_at", "channel"]
+    assert schema["required"] == ["order_id", "customer_id", "lines", "placed_at", "channel", "customer_seq"]
     assert schema["properties"] == {
         "order_id": {"type": "string"},
         "customer_id": {"type": "string"},
@@ -73,6 +74,7 @@ def test_the_schema_of_order_created_lists_its_fields_types_and_required_keys():
         },
         "placed_at": {"type": "string"},
         "channel": {"type": "string"},
+        "customer_seq": {"type": "integer"},
     }
 
 
@@ -190,35 +192,45 @@ def test_a_service_sending_an_event_that_does_not_fit_is_rolled_back_whole():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_placing_an_order_publishes_order_created_v2_from_the_api_channel():
+def test_placing_an_order_publishes_order_created_v3_from_the_api_channel_with_the_customers_order_number():
     CatalogItem.objects.create(sku="A-1", name="Lamp")
     order_place(customer_id="alice", lines=[OrderLineIn(sku="A-1", quantity=1)])
 
     envelope = json.loads(OutboxEvent.objects.get().payload)
-    assert (envelope["type"], envelope["version"], envelope["data"]["channel"]) == ("ORDER_CREATED", 2, "api")
+    assert (envelope["type"], envelope["version"], envelope["data"]["channel"]) == ("ORDER_CREATED", 3, "api")
+    assert envelope["data"]["customer_seq"] == 1
 
 
 # -- Upcasting ------------------------------------------------------------------------------------------
 
 
-def test_a_v1_order_created_envelope_reads_as_v2_with_channel_unknown():
+def test_a_v1_order_created_envelope_reads_as_v3_with_channel_unknown_and_no_number():
     doc = order_created_v1()
 
     event = Envelope.from_json(json.dumps(doc)).event()
 
-    assert event == order_created(channel="unknown")
+    assert event == order_created(channel="unknown", customer_seq=0)
+
+
+def test_a_v2_order_created_envelope_reads_as_v3_with_no_number():
+    doc = Envelope.wrap(order_created(), aggregate_version=1).to_dict()
+    del doc["data"]["customer_seq"]
+
+    event = Envelope.from_json(json.dumps({**doc, "version": 2})).event()
+
+    assert event == order_created(customer_seq=0)
 
 
 def test_upcasting_leaves_the_envelope_data_as_it_was_written():
     envelope = Envelope.from_dict(order_created_v1())
     envelope.event()
-    assert "channel" not in envelope.data
+    assert "channel" not in envelope.data and "customer_seq" not in envelope.data
 
 
-def test_a_v3_order_created_envelope_is_an_unsupported_version():
+def test_a_v4_order_created_envelope_is_an_unsupported_version():
     doc = Envelope.wrap(order_created(), aggregate_version=1).to_dict()
-    with pytest.raises(UnsupportedVersion, match="ORDER_CREATED v3 is newer than this code knows"):
-        Envelope.from_dict({**doc, "version": 3}).event()
+    with pytest.raises(UnsupportedVersion, match="ORDER_CREATED v4 is newer than this code knows"):
+        Envelope.from_dict({**doc, "version": 4}).event()
 
 
 def test_a_version_without_an_upcaster_step_is_an_unsupported_version(monkeypatch):
@@ -355,7 +367,7 @@ def test_a_v1_order_created_on_the_stream_builds_the_reservation_and_the_order_v
 @pytest.mark.django_db(transaction=True)
 def test_an_order_created_newer_than_the_code_is_dead_lettered_as_unsupported_version(redis_client, stream):
     doc = Envelope.wrap(order_created(str(uuid.uuid4())), aggregate_version=1).to_dict()
-    xadd_doc(redis_client, stream, {**doc, "version": 3})
+    xadd_doc(redis_client, stream, {**doc, "version": 4})
 
     StreamConsumer(name="inventory", block_ms=5).run_until_idle()
 

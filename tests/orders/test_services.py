@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from django.db import transaction
 
 from core.exceptions import InvalidInput
 from eventing.models import OutboxEvent
@@ -30,6 +31,19 @@ def events() -> list[dict]:
 
 def place(*lines: tuple[str, int], customer: str = "alice") -> Order:
     return order_place(customer_id=customer, lines=[OrderLineIn(sku=s, quantity=q) for s, q in lines])
+
+
+def test_each_customers_orders_are_numbered_from_one_and_a_rolled_back_order_leaves_no_gap():
+    numbers = [place(("SKU-1", 1), customer=customer).customer_seq for customer in ("alice", "bob", "alice", "alice")]
+    assert numbers == [1, 1, 2, 3]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        place(("SKU-1", 1))
+        raise RuntimeError("the caller's transaction fails after placing the order")
+    with pytest.raises(InvalidInput):
+        place(("NOPE", 1))
+
+    assert place(("SKU-1", 1)).customer_seq == 4
+    assert [event["data"]["customer_seq"] for event in events()] == [1, 1, 2, 3, 4]
 
 
 def test_placing_an_order_stores_it_pending_and_emits_order_created():
