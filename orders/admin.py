@@ -15,7 +15,7 @@ class OrderLineInline(ReadOnlyAdminMixin, admin.TabularInline[OrderLine, Order])
 
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Order]):
-    list_display = ["id", "customer_id", "status", "version", "created_at", "updated_at"]
+    list_display = ["id", "customer_id", "customer_seq", "status", "version", "created_at", "updated_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["id", "customer_id"]
     inlines = [OrderLineInline]

@@ -29,7 +29,7 @@ class Order(models.Model):
     customer_id = models.CharField(max_length=64, db_index=True)
     # The order's place among its customer's orders, from 1 (CustomerOrderSequence); 0 for an order placed
     # before orders were numbered. The customer's listing keeps their orders in chunks by it.
-    customer_seq = models.PositiveIntegerField(default=0)
+    customer_seq = models.PositiveIntegerField("customer's order number", default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     reason = models.TextField(blank=True)
     # Bumped with every change; events carry it so views apply them in order.

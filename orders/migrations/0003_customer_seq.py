@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='order',
             name='customer_seq',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, verbose_name="customer's order number"),
         ),
         migrations.AddConstraint(
             model_name='order',
