@@ -2,8 +2,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 
 from core.exceptions import InvalidInput, NotFound
 from core.limits import MAX_QUANTITY
@@ -86,15 +85,24 @@ def _wanted(lines: Iterable[ReservedLineData]) -> dict[str, int]:
 
 
 def _shift_reserved(wanted: dict[str, int], *, sign: int) -> list[ItemStateData]:
-    """Add (sign=1) or remove (sign=-1) reservations, guarded so no count leaves its bounds."""
-    for sku, quantity in wanted.items():  # sorted by sku: one lock order for everyone
-        guard = {"on_hand__gte": F("reserved") + quantity} if sign > 0 else {"reserved__gte": quantity}
-        updated = StockItem.objects.filter(sku=sku, **guard).update(
-            reserved=F("reserved") + sign * quantity, version=F("version") + 1
-        )
-        if updated != 1:
-            raise ReservationConflict(f"stock of {sku} changed under a locked reservation")
-    return [_state(item) for item in StockItem.objects.filter(sku__in=wanted).order_by("sku")]
+    """Add (sign=1) or remove (sign=-1) reservations, guarded so no count leaves its bounds; the items' states
+    after it. One statement per sku that changes the row and returns it (SQLite >= 3.35 and PostgreSQL):
+    through the ORM, an update and a second query to read the rows back cost twice the CPU."""
+    table = connection.ops.quote_name(StockItem._meta.db_table)
+    guard = "on_hand >= reserved + %s" if sign > 0 else "reserved >= %s"
+    sql = (
+        f"UPDATE {table} SET reserved = reserved + %s, version = version + 1 "  # noqa: S608 - the name quoted
+        f"WHERE sku = %s AND {guard} RETURNING sku, on_hand, reserved, version"
+    )
+    states: list[ItemStateData] = []
+    with connection.cursor() as cursor:
+        for sku, quantity in wanted.items():  # sorted by sku: one lock order for everyone
+            cursor.execute(sql, [sign * quantity, sku, quantity])
+            row = cursor.fetchone()
+            if row is None:
+                raise ReservationConflict(f"stock of {sku} changed under a locked reservation")
+            states.append({"sku": row[0], "on_hand": row[1], "reserved": row[2], "version": row[3]})
+    return states
 
 
 @transaction.atomic

@@ -1,13 +1,16 @@
 import json
 
 import pytest
+from django.db import transaction
 
 from core.exceptions import InvalidInput
 from eventing.models import OutboxEvent
 from inventory.models import Reservation, StockItem
 from inventory.services import (
     MAX_ON_HAND,
+    ReservationConflict,
     StockItemNotFound,
+    _shift_reserved,
     stock_item_create,
     stock_item_restock,
     stock_release,
@@ -124,3 +127,22 @@ def test_the_database_refuses_reserving_more_than_is_on_hand():
     stock_item_create(sku="A", name="Apple", quantity=1)
     with pytest.raises(IntegrityError), transaction.atomic():
         StockItem.objects.filter(sku="A").update(reserved=2)
+
+
+def test_a_shift_of_reservations_returns_the_new_states_and_one_that_would_break_a_bound_changes_nothing():
+    # The guard behind the locks: no reservation takes more than is on hand, and no release frees more than
+    # was reserved, even if a count changed under a lock.
+    stock_item_create(sku="A", name="Apple", quantity=5)
+    stock_item_create(sku="B", name="Banana", quantity=1)
+
+    assert _shift_reserved({"A": 2, "B": 1}, sign=1) == [
+        {"sku": "A", "on_hand": 5, "reserved": 2, "version": 2},
+        {"sku": "B", "on_hand": 1, "reserved": 1, "version": 2},
+    ]
+    with pytest.raises(ReservationConflict, match="stock of B changed"), transaction.atomic():
+        _shift_reserved({"A": 1, "B": 1}, sign=1)
+    with pytest.raises(ReservationConflict, match="stock of A changed"), transaction.atomic():
+        _shift_reserved({"A": 3}, sign=-1)
+
+    assert [(item(sku).reserved, item(sku).version) for sku in "AB"] == [(2, 2), (1, 2)]
+    assert _shift_reserved({"A": 2}, sign=-1) == [{"sku": "A", "on_hand": 5, "reserved": 0, "version": 3}]
