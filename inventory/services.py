@@ -39,10 +39,6 @@ def _check_quantity(quantity: int, *, on_hand: int = 0) -> None:
         raise InvalidInput({"quantity": [f"On-hand stock may not exceed {MAX_ON_HAND}."]})
 
 
-def _state(item: StockItem) -> ItemStateData:
-    return {"sku": item.sku, "on_hand": item.on_hand, "reserved": item.reserved, "version": item.version}
-
-
 def _emit_added(item: StockItem, quantity: int) -> None:
     signals.stock_added.send(
         sender=StockItem,
