@@ -4,14 +4,13 @@ from typing import Any, overload
 from eventing.readside.mongo import read_rows
 from eventing.readside.projections import active_collection, view_objects
 from orders.read_models import (
-    CHUNK_SIZE,
     LEGACY_CHUNK,
     NUMBERED,
     CustomerOrderChunk,
     CustomerOrderCount,
     OrderView,
     chunk_key,
-    chunk_of,
+    chunk_number,
     unpack_summary,
 )
 
@@ -55,9 +54,7 @@ class CustomerOrderListing(Sequence[dict[str, Any]]):
         start, stop, _step = index.indices(self.count())
         # Positions below ``numbered`` hold the numbered orders, newest first; the legacy orders follow them.
         newest, oldest = self.numbered - start, self.numbered - min(stop, self.numbered) + 1
-        chunks = [chunk_of(seq) for seq in range(oldest, newest + 1, CHUNK_SIZE)]
-        if newest >= oldest and chunk_of(newest) not in chunks:
-            chunks.append(chunk_of(newest))
+        chunks = [str(n) for n in range(chunk_number(oldest), chunk_number(newest) + 1)] if newest >= oldest else []
         legacy_from, legacy_to = max(start - self.numbered, 0), max(stop - self.numbered, 0)
         if legacy_to > legacy_from:
             chunks.append(LEGACY_CHUNK)
