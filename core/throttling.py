@@ -58,14 +58,24 @@ def _count(key: str, *, ttl: int) -> int:
     if isinstance(cache, RedisCache):
         name = cache.make_key(key)
         # Django's RedisCache has no single call for "increment, creating it with an expiry".
-        client = cache._cache.get_client(name, write=True)
-        pipe = client.pipeline(transaction=False)
+        pipe = _client(cache).pipeline(transaction=False)
         pipe.incr(name)
         pipe.expire(name, ttl)
         count, _ = pipe.execute()
         return int(count)
     cache.add(key, 0, ttl)
     return cache.incr(key)
+
+
+def _client(cache: RedisCache) -> redis.Redis:
+    """The cache's client for writes, built once per cache connection (``caches`` gives each thread its
+    own): Django's ``get_client`` builds a new ``redis.Redis`` on every call, 86 us of CPU here, a quarter of
+    the INCR and EXPIRE's round trip."""
+    connection = cache._cache
+    client: redis.Redis | None = connection.__dict__.get("_throttle_client")
+    if client is None:
+        client = connection.__dict__["_throttle_client"] = connection.get_client(write=True)
+    return client
 
 
 class WriteRateThrottle(_Throttle):
