@@ -122,7 +122,7 @@ def test_core_imports_no_project_code(path):
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("eventing.contract.events", "from eventing.transport.relay import publish"),
+        ("eventing.contract.events", "from eventing.transport.relay import publish_after_commit"),
         ("eventing.contract.schemas", "from eventing.contract import consumers\nfrom eventing.consumer import runner"),
         ("eventing.transport.outbox", "from eventing.readside.mongo import RowChange"),
         ("eventing.readside.replay", "from eventing.consumer.runner import StreamConsumer"),

@@ -75,17 +75,6 @@ Pending = tuple[int, str, str, str, str]
 PENDING_COLUMNS = ("id", "stream", "event_type", "payload", "occurred_at")
 
 
-def publish(rows: Sequence[OutboxEvent], *, client: RedisClient) -> int:
-    """XADD the rows in one pipelined round trip (on a cluster, one per partition), then mark them published.
-
-    A crash between the two re-publishes the rows later; consumers and the
-    event log recognise the duplicate by its event id.
-    """
-    return _publish(
-        [(row.pk, row.stream, row.event_type, row.payload, row.occurred_at.isoformat()) for row in rows], client=client
-    )
-
-
 def _publish(rows: Sequence[Pending], *, client: RedisClient, marks: "BackgroundMarks | None" = None) -> int:
     """Publish the rows and mark those Redis took (with ``marks``, on its thread); when a partition could
     not take its rows, the others are still marked and PublishIncomplete (or, on one Redis, the error) is
@@ -252,17 +241,20 @@ def _xadd_pipelined(rows: Sequence[Pending], *, client: RedisClient) -> None:
 
 # Set while a consumer applies a batch: rows committed meanwhile are published
 # together when the batch is done, in one round trip and one UPDATE.
-_batch: ContextVar[list[OutboxEvent] | None] = ContextVar("publishing_batch", default=None)
+_batch: ContextVar[list[Pending] | None] = ContextVar("publishing_batch", default=None)
 
 
-def _publish_best_effort(rows: list[OutboxEvent]) -> None:
+def _publish_best_effort(rows: list[Pending]) -> None:
+    """XADD the rows in one pipelined round trip (on a cluster, one per partition), then mark them published.
+    A crash between the two re-publishes the rows later; consumers and the event log recognise the
+    duplicate by its event id."""
     try:
-        publish(rows, client=get_redis(socket_timeout=settings.EVENTING_PUBLISH_TIMEOUT_SECONDS))
+        _publish(rows, client=get_redis(socket_timeout=settings.EVENTING_PUBLISH_TIMEOUT_SECONDS))
     except Exception as exc:  # noqa: BLE001 - the rows are safe in the outbox; the relay retries them
         logger.warning("could not publish %d event(s) after commit, the relay will: %s", len(rows), exc)
 
 
-def publish_after_commit(row: OutboxEvent) -> None:
+def publish_after_commit(row: Pending) -> None:
     """Best effort, from the committing process: on failure the relay publishes it."""
 
     def _publish() -> None:
@@ -278,7 +270,7 @@ def publish_after_commit(row: OutboxEvent) -> None:
 @contextmanager
 def publishing_batch() -> Iterator[None]:
     """Collect the rows committed inside the block and publish them together at its end."""
-    rows: list[OutboxEvent] = []
+    rows: list[Pending] = []
     token = _batch.set(rows)
     try:
         yield

@@ -5,6 +5,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,11 @@ def test_a_committed_change_is_published_after_commit_with_the_stream_fields(red
     assert envelope["aggregate_id"] == "A-1"
     assert envelope["data"]["on_hand"] == 5
     row = OutboxEvent.objects.get()
+    # The row, written by one INSERT, reads back through the ORM as what was sent.
     assert str(row.event_id) == envelope["id"]
+    assert (row.event_type, row.stream, row.payload) == ("STOCK_ADDED", stream, fields["data"])
+    assert row.occurred_at == datetime.fromisoformat(envelope["occurred_at"])
+    assert fields["timestamp"] == row.occurred_at.isoformat()
     assert row.published_at is not None
 
 
