@@ -79,16 +79,28 @@ def test_bad_orders_are_refused_with_field_errors_and_write_nothing(lines, field
 
 def test_stock_answers_confirm_or_reject_only_pending_orders():
     confirmed, rejected = place(("SKU-1", 1)), place(("SKU-2", 1))
+    placed_at = confirmed.updated_at
 
-    order_confirm(order_id=str(confirmed.id))
-    order_reject(order_id=str(rejected.id), reason="insufficient stock: SKU-2 short by 1")
-    order_confirm(order_id=str(rejected.id))  # a late, contradicting answer changes nothing
+    # Any spelling of the id finds the order; the events carry it as str(UUID) writes it.
+    assert order_confirm(order_id=str(confirmed.id).upper()) is True
+    assert order_reject(order_id=str(rejected.id), reason="insufficient stock: SKU-2 short by 1") is True
+    assert order_confirm(order_id=str(rejected.id)) is False  # a late, contradicting answer changes nothing
 
     confirmed.refresh_from_db()
     rejected.refresh_from_db()
     assert (confirmed.status, confirmed.version) == (Order.Status.CONFIRMED, 2)
-    assert (rejected.status, rejected.reason) == (Order.Status.REJECTED, "insufficient stock: SKU-2 short by 1")
+    assert confirmed.updated_at > placed_at
+    assert (rejected.status, rejected.reason, rejected.version) == (
+        Order.Status.REJECTED,
+        "insufficient stock: SKU-2 short by 1",
+        2,
+    )
     assert [e["type"] for e in events()] == ["ORDER_CREATED", "ORDER_CREATED", "ORDER_CONFIRMED", "ORDER_REJECTED"]
+    confirmation, rejection = events()[2:]
+    assert (confirmation["aggregate_id"], confirmation["aggregate_version"]) == (str(confirmed.id), 2)
+    assert confirmation["data"] == {"order_id": str(confirmed.id), "customer_id": "alice"}
+    assert (rejection["aggregate_id"], rejection["aggregate_version"]) == (str(rejected.id), 2)
+    assert rejection["data"]["customer_id"] == "alice"
 
 
 @pytest.mark.parametrize("confirm_first", [False, True])
@@ -114,3 +126,5 @@ def test_final_orders_cannot_be_cancelled_and_unknown_ones_are_not_found():
         order_cancel(order_id="6f1c1a52-5a0e-4d55-9c2c-1f6f0f8b2a01")
     with pytest.raises(OrderNotFound):
         order_confirm(order_id="not-a-uuid")
+    with pytest.raises(OrderNotFound):
+        order_reject(order_id="6f1c1a52-5a0e-4d55-9c2c-1f6f0f8b2a01", reason="no stock")
