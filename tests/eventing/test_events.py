@@ -61,6 +61,17 @@ def test_the_envelope_carries_every_contract_field():
     assert doc["occurred_at"].endswith("+00:00")
 
 
+def test_the_envelopes_document_is_a_copy_and_its_json_is_that_document_with_sorted_keys():
+    traced = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"}
+    envelope = Envelope.wrap(sample(OrderCreated), aggregate_version=1, trace=traced)
+    doc = envelope.to_dict()
+    assert envelope.to_json() == json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    assert doc["traceparent"] == traced["traceparent"] and "tracestate" not in doc
+
+    doc["data"]["lines"].append({"sku": "X", "quantity": 1})  # a caller's changes stay in its copy
+    assert envelope.to_dict()["data"] == json.loads(envelope.to_json())["data"] != doc["data"]
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
