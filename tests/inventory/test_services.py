@@ -78,17 +78,35 @@ def test_a_reservation_that_cannot_be_met_reserves_nothing_and_reports_each_shor
     stock_item_create(sku="A", name="Apple", quantity=5)
     stock_item_create(sku="B", name="Banana", quantity=2)
 
-    reservation = stock_reserve(order_id=ORDER, lines=[{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 3}])
+    stock_item_create(sku="C", name="Cherry", quantity=4)
+    stock_reserve(order_id="0c8a3c8e-51c5-4a47-9d1e-0d0c5b1f0a01", lines=[{"sku": "C", "quantity": 3}])
+
+    lines = [
+        {"sku": "A", "quantity": 1},
+        {"sku": "Z", "quantity": 1},
+        {"sku": "C", "quantity": 2},
+        {"sku": "B", "quantity": 3},
+    ]
+    reservation = stock_reserve(order_id=ORDER, lines=lines)
 
     assert reservation.status == Reservation.Status.REJECTED
-    assert (item("A").reserved, item("B").reserved) == (0, 0)
+    assert (item("A").reserved, item("B").reserved, item("C").reserved) == (0, 0, 3)
     rejected = events()[-1]
     assert rejected["type"] == "STOCK_REJECTED"
-    assert rejected["data"]["reason"] == "insufficient stock: B short by 1"
+    assert rejected["data"]["reason"] == "insufficient stock: B short by 1, C short by 1, Z short by 1"
+    # What is available is on hand less what is reserved; a sku the inventory never stocked has none.
     assert rejected["data"]["lines"] == [
         {"sku": "A", "requested": 1, "available": 5, "shortfall": 0},
         {"sku": "B", "requested": 3, "available": 2, "shortfall": 1},
+        {"sku": "C", "requested": 2, "available": 1, "shortfall": 1},
+        {"sku": "Z", "requested": 1, "available": 0, "shortfall": 1},
     ]
+
+
+def test_an_order_without_lines_reserves_nothing():
+    reservation = stock_reserve(order_id=ORDER, lines=[])
+    assert (reservation.status, reservation.lines) == (Reservation.Status.RESERVED, [])
+    assert events()[-1]["data"]["lines"] == []
 
 
 def test_reserving_twice_for_one_order_keeps_the_first_decision():
