@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from django.db import connection, transaction
 
 from core.exceptions import InvalidInput, NotFound
+from core.inserts import insert
 from core.limits import MAX_QUANTITY
 from inventory import signals
 from inventory.events import (
@@ -152,8 +153,8 @@ def stock_reserve(*, order_id: str, lines: Sequence[ReservedLineData]) -> Reserv
     short = [s for s in shortfalls if s["shortfall"] > 0]
     if short:
         reason = "insufficient stock: " + ", ".join(f"{s['sku']} short by {s['shortfall']}" for s in short)
-        reservation = Reservation.objects.create(
-            order_id=order_id, status=Reservation.Status.REJECTED, lines=list(lines), reason=reason
+        [reservation] = insert(
+            [Reservation(order_id=order_id, status=Reservation.Status.REJECTED, lines=list(lines), reason=reason)]
         )
         signals.stock_rejected.send(
             sender=Reservation,
@@ -164,9 +165,7 @@ def stock_reserve(*, order_id: str, lines: Sequence[ReservedLineData]) -> Reserv
         return reservation
     states = _shift_reserved(wanted, sign=1)
     reserved_lines: list[ReservedLineData] = [{"sku": sku, "quantity": q} for sku, q in wanted.items()]
-    reservation = Reservation.objects.create(
-        order_id=order_id, status=Reservation.Status.RESERVED, lines=reserved_lines
-    )
+    [reservation] = insert([Reservation(order_id=order_id, status=Reservation.Status.RESERVED, lines=reserved_lines)])
     signals.stock_reserved.send(
         sender=Reservation,
         event=StockReserved(order_id=order_id, lines=reserved_lines, items=states),
@@ -183,7 +182,8 @@ def stock_release(*, order_id: str) -> Reservation:
     reservation = Reservation.objects.select_for_update().filter(order_id=order_id).first()
     if reservation is None:
         logger.info("order %s cancelled before any reservation", order_id)
-        return Reservation.objects.create(order_id=order_id, status=Reservation.Status.CANCELLED)
+        [marker] = insert([Reservation(order_id=order_id, status=Reservation.Status.CANCELLED)])
+        return marker
     if reservation.status != Reservation.Status.RESERVED:
         return reservation
     wanted = _wanted(reservation.lines)

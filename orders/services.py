@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core.exceptions import Conflict, InvalidInput, NotFound
+from core.inserts import insert
 from core.limits import MAX_QUANTITY
 from orders import signals
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected
@@ -133,8 +134,8 @@ def order_place(*, customer_id: str, lines: Sequence[OrderLineIn], channel: str 
         errors["customer_id"] = ["This field may not be blank."]
     if errors:
         raise InvalidInput(errors)
-    order = Order.objects.create(customer_id=customer_id, customer_seq=_next_customer_seq(customer_id))
-    OrderLine.objects.bulk_create(OrderLine(order=order, sku=line.sku, quantity=line.quantity) for line in lines)
+    [order] = insert([Order(customer_id=customer_id, customer_seq=_next_customer_seq(customer_id))])
+    insert([OrderLine(order=order, sku=line.sku, quantity=line.quantity) for line in lines])
     signals.order_created.send(
         sender=Order,
         event=OrderCreated(
