@@ -1,12 +1,13 @@
 """Inserting new rows in one statement sent as written, for the hot paths that create a row per event.
 
 ``Model.objects.create()`` and ``bulk_create()`` build a query, compile it and prepare every value through
-several layers on each call: 120-140 us of CPU for one outbox row here, where the statement itself takes
-a fifth of that. ``insert`` writes the same row, valued as ``save()`` values it (each field's
-``pre_save``, so ``auto_now`` and ``auto_now_add`` are set, then ``get_db_prep_save``), with one INSERT,
-reading an auto-incremented primary key back with RETURNING (SQLite >= 3.35, PostgreSQL). It sends no
-``pre_save``/``post_save`` signal (nothing in the project listens to them) and, like ``bulk_create``,
-neither calls ``save()`` nor validates; what the database refuses raises as it would there.
+several layers on each call: for a reservation, an order and its line, 486-540 us of CPU through the ORM
+against 232-281 us through ``insert`` (SQLite, 2,000 of each in one transaction). ``insert`` writes the
+same row, valued as ``save()`` values it (each field's ``pre_save``, so ``auto_now`` and ``auto_now_add``
+are set, then ``get_db_prep_save``), with one INSERT, reading an auto-incremented primary key back with
+RETURNING (SQLite >= 3.35, PostgreSQL). It sends no ``pre_save``/``post_save`` signal (nothing in the
+project listens to them) and, like ``bulk_create``, neither calls ``save()`` nor validates; what the
+database refuses raises as it would there.
 """
 
 from collections.abc import Sequence
