@@ -203,7 +203,7 @@ EVENTING_COMMIT_EVERY = env.int("EVENTING_COMMIT_EVERY", default=100)
 EVENTING_COMMIT_MS = env.float("EVENTING_COMMIT_MS", default=10.0)
 
 # How long a consumer's batch that came short of EVENTING_READ_COUNT waits for more entries, per consumer
-# (as "projections=30,inventory=0"); a consumer not named keeps its declared linger (projections: 30 ms).
+# (as "projections=30,inventory=0"); a consumer not named keeps its declared linger (projections: 10 ms).
 EVENTING_LINGER_MS_BY_CONSUMER = per_consumer_counts("EVENTING_LINGER_MS_BY_CONSUMER")
 # Deliveries of a failing event before it is dead-lettered; per consumer with
 # EVENTING_MAX_ATTEMPTS_BY_CONSUMER="inventory=3,orders=8".

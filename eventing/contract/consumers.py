@@ -181,7 +181,11 @@ PROJECTIONS = declare_consumer(
     "every event to the MongoDB event log and its indexes.",
     writes_event_log=True,
     # Its cost is per view row: at 50 orders/s, batches read as they come hold one or two events, and an
-    # order's three events rewrite its rows three times. Waiting 30 ms for more cut FerretDB's CPU per order
-    # in a 1,000-order burst from 5.7 to 3.5 ms, and the consumer's own from 3.2 to 1.8 ms.
-    linger_ms=30,
+    # order's three events rewrite its rows three times. Waiting 30 ms for more once cut FerretDB's CPU per
+    # order in a 1,000-order burst from 5.7 to 3.5 ms. Now that an order costs the web and the other
+    # consumers less, 10 ms keeps that: bench/order_latency.py's 2,000-order burst ran at 99-107 orders/s
+    # (FerretDB 3.1-3.4 ms an order) against 105-109 (3.0-3.1 ms) at 30 ms; an order alone was seen confirmed
+    # in 29-34 ms against 53-56 (p50), and bench/soak.py's waves at 50 orders/s had a p99 of 134-159 ms
+    # against 139-265.
+    linger_ms=10,
 )
