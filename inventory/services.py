@@ -102,11 +102,10 @@ def _shift_reserved(wanted: dict[str, int], *, sign: int) -> list[ItemStateData]
     return states
 
 
-# The two reads of every reservation, sent as written: 47-54 us of CPU for both, where the ORM's
-# select_for_update().filter(…).first() and filter(sku__in=…) took 790-850 us (SQLite, one sku).
-
-
 def _has_reservation(order_id: str) -> bool:
+    """Whether the order has a reservation. With ``_locked_availability``, the two reads of every reservation,
+    sent as written: 47-54 us of CPU for both, where the ORM's select_for_update().filter(…).first() and
+    filter(sku__in=…) took 790-850 us (SQLite, one sku)."""
     table = connection.ops.quote_name(Reservation._meta.db_table)
     order = Reservation._meta.get_field("order_id").get_db_prep_value(order_id, connection)
     with connection.cursor() as cursor:
