@@ -6,7 +6,10 @@ ratios, not absolute numbers).
 
 The burst also prints each process's CPU per order (read from /proc before and after it): the web
 server with its workers, each consumer, the relay, the Redis and FerretDB that serve the system, and
-this client. Two cores process at most 2000 / (total ms per order) orders a second.
+this client. Two cores process at most 2000 / (total ms per order) orders a second. And it prints each
+consumer group's backlog (entries not yet acked: its lag plus its pending, read with XINFO GROUPS every
+quarter second): the most it held, and when it last held any, in seconds from the burst's first POST
+next to when the last POST was answered. The group that drains last is what bounds the processed rate.
 
 Runs the web server, relay and consumers as separate processes, like
 tests/e2e, against the Redis and FerretDB that `scripts/services start` runs,
@@ -121,6 +124,41 @@ def cpu_seconds(system: System) -> dict[str, float]:
     return used
 
 
+class BacklogWatch:
+    """Each consumer group's backlog on the stream (lag + pending, XINFO GROUPS), sampled every ``interval``
+    seconds in a thread of its own from ``start()`` to ``stop()``: its peak, and when it was last above 0."""
+
+    def __init__(self, system: System, interval: float = 0.25) -> None:
+        self.system = system
+        self.interval = interval
+        self.peak: dict[str, int] = {}
+        self.last_busy: dict[str, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            at = time.perf_counter() - self.started
+            for group in self.system.groups():
+                backlog = (group["lag"] or 0) + group["pending"]
+                name = str(group["name"])
+                self.peak[name] = max(self.peak.get(name, 0), backlog)
+                if backlog:
+                    self.last_busy[name] = round(at, 2)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {name: {"peak": peak, "last_busy_s": self.last_busy.get(name, 0.0)} for name, peak in self.peak.items()}
+
+
 def place_and_wait(system: System, body: dict, timeout: float = 30) -> float:
     start = time.perf_counter()
     status, placed, _ = system.request("POST", "/api/orders/", body)
@@ -162,13 +200,16 @@ def main() -> None:
             sequential = [place_and_wait(system, body) for _ in range(args.sequential)]
 
             cpu_before = cpu_seconds(system)
+            watch = BacklogWatch(system)
             start = time.perf_counter()
+            watch.start()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 bodies = [{**body, "customer_id": f"bench-{i % args.customers}"} for i in range(args.burst)]
                 list(pool.map(lambda b: system.request("POST", "/api/orders/", b), bodies))
             accepted = time.perf_counter() - start
             system.wait_settled(timeout=300, quiet_for=0.3)
             settled = time.perf_counter() - start - 0.3
+            watch.stop()
             cpu_after = cpu_seconds(system)
         finally:
             system.stop()
@@ -190,6 +231,9 @@ def main() -> None:
             "accepted_per_s": round(args.burst / accepted, 1),
             "processed_per_s": round(args.burst / settled, 1),
             "cpu_ms_per_order": per_order,
+            # Seconds from the first POST; the group whose backlog empties last bounds processed_per_s.
+            "last_post_answered_s": round(accepted, 2),
+            "backlog": watch.report(),
         },
     }
     print(json.dumps(report, indent=2))
