@@ -6,7 +6,9 @@ ratios, not absolute numbers).
 
 The burst also prints each process's CPU per order (read from /proc before and after it): the web
 server with its workers, each consumer, the relay, the Redis and FerretDB that serve the system, and
-this client. Two cores process at most 2000 / (total ms per order) orders a second. And it prints each
+this client. Two cores process at most 2000 / (total ms per order) orders a second. It prints how the
+machine's cores spent the burst, from /proc/stat: busy, idle, and stolen by the host for another guest
+(busy near 1 says the cores bound the rate). And it prints each
 consumer group's backlog (entries not yet acked: its lag plus its pending, read with XINFO GROUPS every
 quarter second): the most it held, and when it last held any, in seconds from the burst's first POST
 next to when the last POST was answered. The group that drains last is what bounds the processed rate.
@@ -99,6 +101,25 @@ def _proc_table() -> dict[int, tuple[int, float, str]]:
         fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
         table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmdline)
     return table
+
+
+def machine_ticks() -> list[int]:
+    """The machine's CPU time so far, in ticks, as /proc/stat's first line counts it: user, nice, system, idle,
+    iowait, irq, softirq, steal, ..."""
+    return [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def machine_shares(before: list[int], after: list[int]) -> dict[str, float]:
+    """How the machine's cores spent the time between two ``machine_ticks()``, as shares: busy (user, nice,
+    system, irq, softirq), idle (with iowait), and steal (time the host gave to another guest)."""
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(spent[:8]) or 1
+    busy = spent[0] + spent[1] + spent[2] + spent[5] + spent[6]
+    return {
+        "busy": round(busy / total, 3),
+        "idle": round((spent[3] + spent[4]) / total, 3),
+        "steal": round(spent[7] / total, 3),
+    }
 
 
 def cpu_seconds(system: System) -> dict[str, float]:
@@ -199,7 +220,7 @@ def main() -> None:
             http = raw_http(system, 100)
             sequential = [place_and_wait(system, body) for _ in range(args.sequential)]
 
-            cpu_before = cpu_seconds(system)
+            cpu_before, ticks_before = cpu_seconds(system), machine_ticks()
             watch = BacklogWatch(system)
             start = time.perf_counter()
             watch.start()
@@ -210,7 +231,7 @@ def main() -> None:
             system.wait_settled(timeout=300, quiet_for=0.3)
             settled = time.perf_counter() - start - 0.3
             watch.stop()
-            cpu_after = cpu_seconds(system)
+            cpu_after, ticks_after = cpu_seconds(system), machine_ticks()
         finally:
             system.stop()
             system.cleanup()
@@ -231,6 +252,8 @@ def main() -> None:
             "accepted_per_s": round(args.burst / accepted, 1),
             "processed_per_s": round(args.burst / settled, 1),
             "cpu_ms_per_order": per_order,
+            # The machine's cores during the burst: busy near 1, the cores bound the rate.
+            "machine_cpu_share": machine_shares(ticks_before, ticks_after),
             # Seconds from the first POST; the group whose backlog empties last bounds processed_per_s.
             "last_post_answered_s": round(accepted, 2),
             "backlog": watch.report(),
