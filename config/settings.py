@@ -202,7 +202,8 @@ EVENTING_BLOCK_MS = env.int("EVENTING_BLOCK_MS", default=1000)
 EVENTING_COMMIT_EVERY = env.int("EVENTING_COMMIT_EVERY", default=100)
 EVENTING_COMMIT_MS = env.float("EVENTING_COMMIT_MS", default=10.0)
 
-# How long a consumer's batch that came short of EVENTING_READ_COUNT waits for more entries, per consumer
+# How long a consumer's batch that waited for its first entry and came short of EVENTING_READ_COUNT waits for
+# more entries (entries already waiting are taken at once), per consumer
 # (as "projections=30,inventory=0"); a consumer not named keeps its declared linger (projections: 10 ms).
 EVENTING_LINGER_MS_BY_CONSUMER = per_consumer_counts("EVENTING_LINGER_MS_BY_CONSUMER")
 # Deliveries of a failing event before it is dead-lettered; per consumer with

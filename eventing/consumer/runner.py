@@ -175,11 +175,18 @@ class StreamConsumer:
         return self.partitions.read(last_id, block=block)
 
     def read_new(self, *, block: bool, stop: threading.Event) -> list[Entry]:
-        """New entries; when blocking (the live loop) and they came short of the read count, with what more
-        came within the consumer's linger (``Consumer.linger_ms``), read without blocking: up to twice the
-        read count in all."""
-        entries = self.read(">", block=block)
-        if block and entries and self.linger and len(entries) < self.partitions.count and not stop.wait(self.linger):
+        """New entries. When blocking (the live loop), a consumer with a linger (``Consumer.linger_ms``) first
+        takes the entries already waiting, as they are: it is behind, and they came while it applied the last
+        batch, so waiting would only delay them. Only when it had to wait for the first entry, and the read
+        came short of the read count, does it wait its linger and read again without blocking, so the batch
+        holds what came meanwhile: up to twice the read count in all."""
+        if not (block and self.linger):
+            return self.read(">", block=block)
+        entries = self.read(">", block=False)
+        if entries:
+            return entries
+        entries = self.read(">", block=True)
+        if entries and len(entries) < self.partitions.count and not stop.wait(self.linger):
             entries += self.read(">", block=False)
         return entries
 

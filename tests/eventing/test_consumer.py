@@ -323,17 +323,21 @@ def test_a_failure_count_is_forgotten_when_its_entry_is_applied_on_a_retry(redis
 
 def test_a_live_batch_short_of_the_read_count_waits_its_linger_for_more_entries(redis_client, stream, settings):
     settings.EVENTING_LINGER_MS_BY_CONSUMER = {"inventory": 300}
-    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=1000)
+    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=5000)
     consumer.ensure_group()
-    first = xadd(redis_client, stream, stock_added("L-1"))
-    later = threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("L-2")))
-    later.start()
+    # Nothing waits: the read blocks for the first entry, then lingers for what comes within 300 ms.
+    arrive = [
+        threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("L-1"))),
+        threading.Timer(0.1, lambda: xadd(redis_client, stream, stock_added("L-2"))),
+    ]
+    for timer in arrive:
+        timer.start()
     try:
         batch = consumer.read_new(block=True, stop=threading.Event())
     finally:
-        later.join(timeout=5)
-    assert [entry.id for entry in batch][0] == first
-    assert len(batch) == 2  # the one that came 50 ms after the read joined the batch
+        for timer in arrive:
+            timer.join(timeout=5)
+    assert len(batch) == 2  # the one that came 50 ms after the first joined its batch
 
     xadd(redis_client, stream, stock_added("L-3"))
     stopping = threading.Event()
@@ -341,6 +345,24 @@ def test_a_live_batch_short_of_the_read_count_waits_its_linger_for_more_entries(
     assert len(consumer.read_new(block=True, stop=stopping)) == 1
     xadd(redis_client, stream, stock_added("L-4"))
     assert len(consumer.read_new(block=False, stop=threading.Event())) == 1  # tools and tests never wait
+
+
+def test_a_consumer_behind_takes_the_entries_waiting_without_its_linger(redis_client, stream, settings):
+    """Entries already waiting came while the consumer applied its last batch: it takes them as they are,
+    and one that comes a moment later goes into the next batch."""
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"inventory": 300}
+    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=5000)
+    consumer.ensure_group()
+    waiting = [xadd(redis_client, stream, stock_added(f"W-{n}")) for n in range(3)]
+    later = threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("W-LATE")))
+    later.start()
+    try:
+        batch = consumer.read_new(block=True, stop=threading.Event())
+        assert [entry.id for entry in batch] == waiting
+        late = consumer.read_new(block=True, stop=threading.Event())  # blocks until it comes, then lingers
+    finally:
+        later.join(timeout=5)
+    assert len(late) == 1 and late[0].id not in waiting
 
 
 def test_the_projections_consumer_lingers_by_default_and_a_setting_overrides_any_consumers_linger(settings):
