@@ -210,16 +210,33 @@ class GroupIO:
 
 
 def read_group(
-    raw: RedisClient, group: str, consumer_id: str, ids: dict[str, str], *, count: int, block_ms: int | None
+    raw: RedisClient,
+    group: str,
+    consumer_id: str,
+    ids: dict[str, str],
+    *,
+    count: int,
+    block_ms: int | None,
+    first: Callable[[RedisPipeline], None] | None = None,
 ) -> list[Entry]:
     """One XREADGROUP of ``ids`` (stream -> last id), as bytes; BLOCK only when a new entry is asked for.
-    On a cluster every stream of one call must share a slot, and the call goes to that slot's master. (redis-py
-    would first ask its default node which keys an XREADGROUP names, COMMAND GETKEYS, since the command's keys
-    move: with that node down, no partition could be read, on whichever master it lives.)"""
+    ``first`` (one Redis only) queues commands on a pipeline that the read ends, so they share its round trip
+    (the last batch's acks); an error of theirs is raised after the read. On a cluster every stream of one call
+    must share a slot, and the call goes to that slot's master. (redis-py would first ask its default node which
+    keys an XREADGROUP names, COMMAND GETKEYS, since the command's keys move: with that node down, no partition
+    could be read, on whichever master it lives.)"""
     block = block_ms if block_ms is not None and ">" in ids.values() else None
     if not isinstance(raw, RedisCluster):
-        response = raw.xreadgroup(group, consumer_id, ids, count=count, block=block)  # type: ignore[arg-type]
+        if first is None:
+            response = raw.xreadgroup(group, consumer_id, ids, count=count, block=block)  # type: ignore[arg-type]
+        else:
+            pipe = raw.pipeline(transaction=False)
+            first(pipe)
+            pipe.xreadgroup(group, consumer_id, ids, count=count, block=block)  # type: ignore[arg-type]
+            response = pipe.execute()[-1]
     else:
+        if first is not None:
+            raise ValueError("commands go with a read on one Redis only: a cluster's may live on other masters")
         command: list[Any] = ["XREADGROUP", "GROUP", group, consumer_id, "COUNT", count]
         if block is not None:
             command += ["BLOCK", block]

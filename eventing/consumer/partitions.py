@@ -21,7 +21,8 @@ With leases, a rebalance drops the leases it cannot renew and keeps the others (
 Redis an error is raised at once, as it always was.
 
 Acks of a batch go out in one pipeline whatever partitions they touch (a cluster pipeline sends each
-master its share). The consumer's health record is one per process, under the bus's hash tag.
+master its share); on one Redis without leases, the live loop's go with its next read (``ack``). The
+consumer's health record is one per process, under the bus's hash tag.
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ from eventing.consumer.applying import fence_tokens
 from eventing.consumer.decoding import Entry
 from eventing.consumer.group import ConsumerError, GroupIO, read_group
 from eventing.consumer.health import HEALTH_TTL_SECONDS, HealthRecord, health_key
-from eventing.transport.client import CREDENTIAL_ERRORS, REDIS_ERRORS, SERVER_DOWN_ERRORS, is_cluster, is_missing_key
+from eventing.transport.client import (
+    CREDENTIAL_ERRORS,
+    REDIS_ERRORS,
+    SERVER_DOWN_ERRORS,
+    RedisPipeline,
+    is_cluster,
+    is_missing_key,
+)
 from eventing.transport.leases import LeaseLost, PartitionLeases
 from eventing.transport.streams import base_stream, partition_streams
 
@@ -111,6 +119,8 @@ class Partitions:
         self.health_key = health_key(stream=stream, group=group, consumer_id=consumer_id)
         self._turn = 0  # the partition an idle consumer on a cluster blocks on next
         self._down_until: dict[str, float] = {}  # partitions set aside, and until when
+        # Entries applied whose acks go with the next read (``ack(with_next_read=True)``).
+        self._acks_due: list[Entry] = []
 
     @property
     def streams(self) -> list[str]:
@@ -351,35 +361,55 @@ class Partitions:
         return min(self.block_ms, CLUSTER_IDLE_BLOCK_MS)
 
     def _read_in_one_call(self, ids: dict[str, str], *, block: bool) -> list[Entry]:
+        """One XREADGROUP of every stream, with the acks due (``ack(with_next_read=True)``) in its round trip."""
+        acks, self._acks_due = self._acks_due, []
         try:
             return read_group(
-                self.raw, self.group, self.consumer_id, ids, count=self.count, block_ms=self.block_ms if block else None
+                self.raw,
+                self.group,
+                self.consumer_id,
+                ids,
+                count=self.count,
+                block_ms=self.block_ms if block else None,
+                first=partial(self._queue_acks, acks, forget_failures=False) if acks else None,
             )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
+                self._acks_due = acks + self._acks_due
                 raise
+            # Gone with the group: the acks due, too.
             logger.warning("a stream of %s or its group %s disappeared; recreating it", self.stream, self.group)
             self.ensure_groups()
             return []
+        except Exception:
+            # Whether they were acked is not known: they are sent again (XACK of an acked entry does nothing) with
+            # the next read, before it could return them as pending.
+            self._acks_due = acks + self._acks_due
+            raise
 
-    def ack(self, entries: list[Entry], *, forget_failures: bool = True) -> None:
+    def ack(self, entries: list[Entry], *, forget_failures: bool = True, with_next_read: bool = False) -> None:
         """Ack the entries and forget their failure counts, in one round trip (on a cluster, one per master).
-        Without ``forget_failures`` the counts are left: the caller knows none of the entries has one."""
-        if not entries:
+        Without ``forget_failures`` the counts are left: the caller knows none of the entries has one.
+
+        ``with_next_read`` (the live loop, after a batch it applied): on one Redis without leases, the acks of
+        entries without failure counts go with the next read, in its round trip (a batch then costs Redis one
+        round trip instead of two: 0.43 against 0.55 ms per 100 entries here). Until then the entries stay
+        pending under this consumer: should it die first, they are delivered again, as when it dies before
+        any ack, and the inbox or an idempotent handler recognises them. Every read on one Redis, every ack
+        and ``flush_acks`` sends the acks due first; the live loop ends with ``flush_acks``."""
+        if with_next_read and not forget_failures and self.leases is None and self.one_call:
+            self._acks_due += entries
             return
-        read_from: dict[str, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            read_from[entry.stream].append(entry)
-        by_partition: dict[str, list[Entry]] = defaultdict(list)
-        for stream, read in read_from.items():
-            by_partition[self.io_of(stream).stream] += read
+        due, self._acks_due = self._acks_due, []
+        if not entries and not due:
+            return
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_acks(due, pipe, forget_failures=False)
         if self.leases is None:
-            for stream, part in by_partition.items():
-                self._by_stream[stream].ack(part, pipe=pipe, forget_failures=forget_failures)
+            self._queue_acks(entries, pipe, forget_failures=forget_failures)
             pipe.execute()
             return
-        for partition, part in by_partition.items():
+        for partition, part in self._by_partition(entries).items():
             by_stream: dict[str, list[str]] = defaultdict(list)
             for entry in part:
                 by_stream[entry.stream].append(entry.id)
@@ -401,6 +431,25 @@ class Partitions:
             if forget_failures:
                 self._by_stream[partition].forget_failures(part, pipe=pipe)
         pipe.execute()
+
+    def flush_acks(self) -> None:
+        """Send the acks due now (the live loop's last batch)."""
+        self.ack([])
+
+    def _queue_acks(self, entries: list[Entry], pipe: RedisPipeline, *, forget_failures: bool) -> None:
+        """Queue on ``pipe`` the acks of ``entries`` (and forgetting their failure counts), partition by partition."""
+        for partition, part in self._by_partition(entries).items():
+            self._by_stream[partition].ack(part, pipe=pipe, forget_failures=forget_failures)
+
+    def _by_partition(self, entries: list[Entry]) -> dict[str, list[Entry]]:
+        """``entries`` by the partition they belong to, each partition's in the order read from each stream."""
+        read_from: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            read_from[entry.stream].append(entry)
+        by_partition: dict[str, list[Entry]] = defaultdict(list)
+        for stream, read in read_from.items():
+            by_partition[self.io_of(stream).stream] += read
+        return by_partition
 
     def claim_idle(self, idle_ms: int) -> Iterator[list[Entry]]:
         """Batches of the entries other consumers of the group left idle on any partition for over ``idle_ms``."""

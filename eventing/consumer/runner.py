@@ -54,7 +54,13 @@ from eventing.telemetry.metrics import (
     EVENTS_RETRIED,
     event_type_label,
 )
-from eventing.transport.client import CREDENTIAL_ERRORS, SERVER_DOWN_ERRORS, credentials_refused, redact_url
+from eventing.transport.client import (
+    CREDENTIAL_ERRORS,
+    REDIS_ERRORS,
+    SERVER_DOWN_ERRORS,
+    credentials_refused,
+    redact_url,
+)
 from eventing.transport.leases import LeaseLost
 from eventing.transport.relay import publishing_batch
 
@@ -122,9 +128,10 @@ class StreamConsumer:
         self._next_claim = 0.0
         self._next_health = 0.0
         # Whether this consumer may hold failed entries waiting for a retry: only then is the
-        # failure record read, so a healthy batch costs Redis two round trips (read, ack), and only then
-        # does the ack forget failure counts: an entry that never failed has none, and forgetting a batch's
-        # was over 40% of its ack (1.5 of 3.4 us per event here, mostly in building the HDEL command).
+        # failure record read, so a healthy batch costs Redis one round trip (its ack goes with the next
+        # read, ``Partitions.ack``), and only then does the ack forget failure counts: an entry that never
+        # failed has none, and forgetting a batch's was over 40% of its ack (1.5 of 3.4 us per event here,
+        # mostly in building the HDEL command).
         self._may_hold_failures = True
 
     @property
@@ -192,14 +199,16 @@ class StreamConsumer:
 
     # Processing a batch.
 
-    def process(self, entries: list[Entry], *, ack: bool = True) -> int:
+    def process(self, entries: list[Entry], *, ack: bool = True, ack_with_next_read: bool = False) -> int:
         """Handle a batch and ack what was applied or dead-lettered. Returns how many were acked
-        (with ``ack=False``: how many would have been).
+        (with ``ack=False``: how many would have been; with ``ack_with_next_read``, the live loop's: how many
+        are acked, in the round trip of the next read when none of them failed, ``Partitions.ack``).
 
         Relational effects commit in chunks (one transaction each; ``ChunkSize`` says how many entries),
         and the events a chunk emitted are published right after its commit. Then the
         idempotent (Mongo) handlers run once for the whole batch, so a projection reads and writes
-        each row once per batch. Only then are the entries acked, in one round trip. On a transient
+        each row once per batch. Only then are the entries acked, in one round trip (the live loop's in the
+        next read's, when none failed). On a transient
         failure nothing more is acked: what was committed is recognised by the inbox when the
         entries come again, and TransientFailure propagates.
 
@@ -208,7 +217,7 @@ class StreamConsumer:
         batch's unfinished entries are processed again one at a time (``_process_alone``).
         """
         try:
-            done = self._process(entries, ack=ack)
+            done = self._process(entries, ack=ack, with_next_read=ack_with_next_read)
             self.partitions.renew_if_due()
             return done
         except LEASE_OR_RETRY_ERRORS:
@@ -250,7 +259,7 @@ class StreamConsumer:
         self.unfinished = []
         return 1
 
-    def _process(self, entries: list[Entry], *, ack: bool) -> int:
+    def _process(self, entries: list[Entry], *, ack: bool, with_next_read: bool = False) -> int:
         close_old_connections()
         work: list[Delivery] = []
         finished: list[Entry] = []
@@ -289,7 +298,9 @@ class StreamConsumer:
                 if self._fail(failure) is Next.DEAD_LETTER:
                     finished.append(failure.delivery.entry)
         finally:
-            self.partitions.ack(finished if ack else [], forget_failures=self._may_hold_failures)
+            self.partitions.ack(
+                finished if ack else [], forget_failures=self._may_hold_failures, with_next_read=with_next_read
+            )
             self.processed += len(finished)
             done = {(e.stream, e.id) for e in finished}
             self.unfinished = [e for e in entries if (e.stream, e.id) not in done]
@@ -471,7 +482,7 @@ class StreamConsumer:
                         retried = self.retry_due()
                         entries = self.read_new(block=not until_idle and not retried, stop=stop)
                         if entries:
-                            self.process(entries)
+                            self.process(entries, ack_with_next_read=True)
                         elif until_idle and not retried:
                             wait = self.next_retry_in()
                             if wait is None or time.monotonic() + wait > retry_deadline:
@@ -495,9 +506,19 @@ class StreamConsumer:
                     logger.error("%s: %s%s: %s; retrying in %.1fs", self.name, type(exc).__name__, where, exc, backoff)
                     stop.wait(backoff)
         finally:
+            self._flush_acks()
             self.partitions.release()  # its partitions go to the others at once
             self.partitions.delete_health()
         logger.info("consumer %s stopped after %d event(s)", self.name, self.processed)
+
+    def _flush_acks(self) -> None:
+        """Send the last batch's acks, which wait for a next read that will not come."""
+        try:
+            self.partitions.flush_acks()
+        except REDIS_ERRORS as exc:
+            # They stay pending under this consumer: delivered again when it starts (or to another of its group
+            # once idle long enough), and recognised by the inbox or an idempotent handler.
+            logger.warning("%s: the last batch's acks were not sent (%s: %s)", self.name, type(exc).__name__, exc)
 
     def run_until_idle(self, *, max_retry_wait: float = 60.0) -> None:
         """Handle pending and new entries, and the retries they need, returning when nothing is left

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import redis
 from django.db import OperationalError
 
 from eventing.consumer import applying, runner
@@ -403,3 +404,78 @@ def test_a_takeover_that_fails_on_the_database_is_done_again_before_anything_new
     assert second.rebalance(force=True) == 1
     assert list(CatalogItem.objects.values_list("sku", flat=True)) == ["T-1"]
     assert pending_count(redis_client, partition, "probe") == 0
+
+
+def test_a_live_batchs_acks_go_with_the_next_read(redis_client, stream, probe):
+    """The live loop's acks of a batch applied without a failure are sent with its next read, in one round trip:
+    until then the entries stay pending, and nothing reads them as pending again."""
+    consumer = StreamConsumer(name="probe", consumer_id="c1")
+    consumer.ensure_group()
+    consumer.retry_due()  # as the loop does before each read: nothing failed, so none has a failure count
+    for n in range(2):
+        xadd(redis_client, stream, stock_added(f"N-{n}"))
+    batch = consumer.read_new(block=False, stop=threading.Event())
+    assert consumer.process(batch, ack_with_next_read=True) == 2
+    assert CatalogItem.objects.count() == 2  # applied and committed,
+    assert pending_count(redis_client, stream, "probe") == 2  # not acked yet
+
+    # A restart of the loop re-reads its own pending entries: the acks go first, so there are none.
+    consumer.drain_pending(threading.Event())
+    assert consumer.processed == 2
+    assert pending_count(redis_client, stream, "probe") == 0
+
+    # Live: each batch's acks go with the read of the next.
+    xadd(redis_client, stream, stock_added("N-2"))
+    batch = consumer.read_new(block=False, stop=threading.Event())
+    consumer.process(batch, ack_with_next_read=True)
+    newest = xadd(redis_client, stream, stock_added("N-3"))
+    assert [entry.id for entry in consumer.read_new(block=False, stop=threading.Event())] == [newest]
+    assert [item["message_id"] for item in redis_client.xpending_range(stream, "probe", "-", "+", 10)] == [newest]
+
+
+def test_acks_waiting_for_a_read_that_fails_go_with_the_next_one(redis_client, stream, probe):
+    consumer = StreamConsumer(name="probe", consumer_id="c1")
+    consumer.ensure_group()
+    consumer.retry_due()
+    xadd(redis_client, stream, stock_added("F-1"))
+    consumer.process(consumer.read_new(block=False, stop=threading.Event()), ack_with_next_read=True)
+    reachable = consumer.partitions.raw
+    consumer.partitions.raw = redis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with pytest.raises(redis.ConnectionError):
+        consumer.read_new(block=False, stop=threading.Event())
+    consumer.partitions.raw = reachable
+    assert pending_count(redis_client, stream, "probe") == 1
+    assert consumer.read_new(block=False, stop=threading.Event()) == []
+    assert pending_count(redis_client, stream, "probe") == 0
+
+
+def test_a_loop_told_to_stop_sends_the_acks_of_its_last_batch(redis_client, stream, monkeypatch):
+    stopper = scratch_consumer(monkeypatch, "stopper")
+    stop = threading.Event()
+
+    @registry.handles(stopper, StockAdded)
+    def stop_after(event: StockAdded, envelope: Envelope) -> None:
+        CatalogItem.objects.create(sku=event.sku, name=event.name)
+        stop.set()  # the loop ends after this batch: no next read carries its acks
+
+    xadd(redis_client, stream, stock_added("S-1"))
+    consumer = StreamConsumer(name="stopper", consumer_id="c1", block_ms=100)
+    consumer.ensure_group()
+    consumer.retry_due()
+    consumer.run(stop=stop)
+    assert consumer.processed == 1
+    assert pending_count(redis_client, stream, "stopper") == 0
+
+
+def test_a_batch_with_a_failure_is_acked_at_once(redis_client, stream, probe):
+    """A failed entry's count is forgotten with its ack, in the batch's own round trip: no later read may find
+    it pending with a count (it would be retried once more)."""
+    consumer = StreamConsumer(name="probe", consumer_id="c1")
+    consumer.ensure_group()
+    consumer.retry_due()
+    probe["fail_sku"] = "BAD"
+    xadd(redis_client, stream, stock_added("OK"))
+    xadd(redis_client, stream, stock_added("BAD"))
+    batch = consumer.read_new(block=False, stop=threading.Event())
+    assert consumer.process(batch, ack_with_next_read=True) == 1
+    assert [item["message_id"] for item in redis_client.xpending_range(stream, "probe", "-", "+", 10)] == [batch[1].id]
