@@ -221,19 +221,28 @@ def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings
 
 
 def _inbox_insert_all(deliveries: list[Delivery], *, consumer: str) -> bool:
-    """On SQLite, insert the deliveries' inbox rows, skipping those already there, in one executemany; whether
-    every row was new (its row count says so), the common case. On SQLite that costs half the statement
-    with RETURNING (8 against 15 us per row, in chunks of 100 here). False elsewhere, inserting nothing:
-    PostgreSQL's one multi-row statement is a single round trip."""
+    """On SQLite, insert the deliveries' inbox rows, skipping those already there, in multi-row statements
+    without RETURNING; whether every row was new (their row counts say so), the common case. On SQLite that
+    costs half the statement with RETURNING (8 against 15 us per row, in chunks of 100 here), and a multi-row
+    statement two thirds of an executemany of one row each (1.3 against 1.9 us per row, 100 rows). False
+    elsewhere, inserting nothing: PostgreSQL's one multi-row statement is a single round trip."""
     connection = transaction.get_connection()
     if connection.vendor != "sqlite":
         return False
     now = ProcessedEvent._meta.get_field("processed_at").get_db_prep_value(timezone.now(), connection)
-    rows = [(consumer, _uuid_hex(d.envelope.id), now) for d in deliveries]
+    ids = [_uuid_hex(d.envelope.id) for d in deliveries]
+    per_statement = connection.features.max_query_params // 3
+    inserted = 0
     with connection.cursor() as cursor:
-        cursor.executemany(_inbox_statement(connection, "(%s, %s, %s)"), rows)
-        if cursor.rowcount < len(rows):  # some there already, or an event twice in the chunk
-            raise _Seen()
+        for start in range(0, len(ids), per_statement):
+            part = ids[start : start + per_statement]
+            params: list[Any] = []
+            for event_id in part:
+                params += (consumer, event_id, now)
+            cursor.execute(_inbox_statement(connection, ", ".join(["(%s, %s, %s)"] * len(part))), params)
+            inserted += cursor.rowcount
+    if inserted < len(ids):  # some there already, or an event twice in the chunk
+        raise _Seen()
     return True
 
 

@@ -479,3 +479,19 @@ def test_a_batch_with_a_failure_is_acked_at_once(redis_client, stream, probe):
     batch = consumer.read_new(block=False, stop=threading.Event())
     assert consumer.process(batch, ack_with_next_read=True) == 1
     assert [item["message_id"] for item in redis_client.xpending_range(stream, "probe", "-", "+", 10)] == [batch[1].id]
+
+
+def test_a_chunk_with_more_inbox_rows_than_one_statement_binds_is_inserted_in_several(redis_client, stream, probe):
+    """On SQLite a chunk's inbox rows go in multi-row statements of at most max_query_params values each; an
+    event applied before is recognised in any of them (here in the second), and skipped alone."""
+    consumer = StreamConsumer(name="probe", consumer_id="c1", count=400)
+    consumer.ensure_group()
+    envelopes = [stock_added(f"M-{n}") for n in range(400)]
+    for envelope in envelopes:
+        xadd(redis_client, stream, envelope)
+    ProcessedEvent.objects.create(consumer="probe", event_id=envelopes[-1].id)  # applied before: a redelivery
+    consumer.chunks.size = 400  # one chunk for the whole batch
+    batch = consumer.read_new(block=False, stop=threading.Event())
+    assert consumer.process(batch) == 400
+    assert len(probe["calls"]) == 399 and envelopes[-1].id not in probe["calls"]
+    assert ProcessedEvent.objects.filter(consumer="probe").count() == 400
