@@ -13,7 +13,7 @@ import logging
 import time
 import traceback as tb
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
@@ -221,25 +221,19 @@ def _run_handlers(deliveries: list[Delivery], *, consumer: str, timings: Timings
 
 
 def _inbox_insert_all(deliveries: list[Delivery], *, consumer: str) -> bool:
-    """On SQLite, insert the deliveries' inbox rows, skipping those already there, in multi-row statements
-    without RETURNING; whether every row was new (their row counts say so), the common case. On SQLite that
-    costs half the statement with RETURNING (8 against 15 us per row, in chunks of 100 here), and a multi-row
-    statement two thirds of an executemany of one row each (1.3 against 1.9 us per row, 100 rows). False
-    elsewhere, inserting nothing: PostgreSQL's one multi-row statement is a single round trip."""
+    """On SQLite, insert the deliveries' inbox rows, skipping those already there, without RETURNING; whether
+    every row was new (the statements' row counts say so), the common case. On SQLite that costs half the
+    statement with RETURNING (8 against 15 us per row, in chunks of 100 here), and a multi-row statement two
+    thirds of an executemany of one row each (1.3 against 1.9 us per row, 100 rows). False elsewhere,
+    inserting nothing: PostgreSQL's one multi-row statement is a single round trip."""
     connection = transaction.get_connection()
     if connection.vendor != "sqlite":
         return False
-    now = ProcessedEvent._meta.get_field("processed_at").get_db_prep_value(timezone.now(), connection)
     ids = [_uuid_hex(d.envelope.id) for d in deliveries]
-    per_statement = connection.features.max_query_params // 3
     inserted = 0
     with connection.cursor() as cursor:
-        for start in range(0, len(ids), per_statement):
-            part = ids[start : start + per_statement]
-            params: list[Any] = []
-            for event_id in part:
-                params += (consumer, event_id, now)
-            cursor.execute(_inbox_statement(connection, ", ".join(["(%s, %s, %s)"] * len(part))), params)
+        for sql, params in _inbox_statements(connection, consumer=consumer, event_ids=ids):
+            cursor.execute(sql, params)
             inserted += cursor.rowcount
     if inserted < len(ids):  # some there already, or an event twice in the chunk
         raise _Seen()
@@ -248,32 +242,43 @@ def _inbox_insert_all(deliveries: list[Delivery], *, consumer: str) -> bool:
 
 def _inbox_insert(deliveries: list[Delivery], *, consumer: str) -> set[str]:
     """Insert the deliveries' inbox rows, skipping those already there; the event ids that were new.
-    One statement on SQLite (3.35+) and PostgreSQL alike."""
+    With RETURNING, on SQLite (3.35+) and PostgreSQL alike."""
     connection = transaction.get_connection()
     id_field = ProcessedEvent._meta.get_field("event_id")
-    at_field = ProcessedEvent._meta.get_field("processed_at")
-    now = at_field.get_db_prep_value(timezone.now(), connection)
     # Each event id as the column stores it, mapped back to the envelope's.
     if connection.features.has_native_uuid_field:
         stored = {id_field.get_db_prep_value(uuid.UUID(d.envelope.id), connection): d.envelope.id for d in deliveries}
     else:  # 32 hex digits (UUIDField.get_db_prep_value), written from the id without parsing it when it is canonical
         stored = {_uuid_hex(d.envelope.id): d.envelope.id for d in deliveries}
-    values = ", ".join(["(%s, %s, %s)"] * len(stored))
-    params: list[Any] = []
-    for event_id in stored:
-        params += [consumer, event_id, now]
+    new: set[str] = set()
     with connection.cursor() as cursor:
-        cursor.execute(_inbox_statement(connection, values, returning="RETURNING event_id"), params)
-        return {stored.get(row[0]) or str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+        for sql, params in _inbox_statements(
+            connection, consumer=consumer, event_ids=list(stored), returning="RETURNING event_id"
+        ):
+            cursor.execute(sql, params)
+            new |= {stored.get(row[0]) or str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+    return new
 
 
-def _inbox_statement(connection: Any, values: str, *, returning: str = "") -> str:
-    """The inbox's insert of ``values``, skipping a row already there."""
+def _inbox_statements(
+    connection: Any, *, consumer: str, event_ids: list[Any], returning: str = ""
+) -> Iterator[tuple[str, list[Any]]]:
+    """The inbox's inserts of ``event_ids`` (each as its column stores it), skipping a row already there: one
+    multi-row statement, or one per as many rows as the database takes parameters for (SQLite: 333)."""
     table = connection.ops.quote_name(ProcessedEvent._meta.db_table)
-    return (
-        f"INSERT INTO {table} (consumer, event_id, processed_at) VALUES {values} "  # noqa: S608 - names quoted, values bound
-        f"ON CONFLICT (consumer, event_id) DO NOTHING {returning}"
-    )
+    now = ProcessedEvent._meta.get_field("processed_at").get_db_prep_value(timezone.now(), connection)
+    most = max(1, (connection.features.max_query_params or 3 * len(event_ids)) // 3)
+    for start in range(0, len(event_ids), most):
+        part = event_ids[start : start + most]
+        params: list[Any] = []
+        for event_id in part:
+            params += (consumer, event_id, now)
+        values = ", ".join(["(%s, %s, %s)"] * len(part))
+        sql = (
+            f"INSERT INTO {table} (consumer, event_id, processed_at) VALUES {values} "  # noqa: S608 - names quoted, values bound
+            f"ON CONFLICT (consumer, event_id) DO NOTHING {returning}"
+        )
+        yield sql, params
 
 
 def _uuid_hex(event_id: str) -> str:
