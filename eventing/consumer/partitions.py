@@ -121,6 +121,8 @@ class Partitions:
         self._down_until: dict[str, float] = {}  # partitions set aside, and until when
         # Entries applied whose acks go with the next read (``ack(with_next_read=True)``).
         self._acks_due: list[Entry] = []
+        # Whether the last ``read_new`` found nothing: what the next one finds came after a wait.
+        self._found_nothing = False
 
     @property
     def streams(self) -> list[str]:
@@ -305,19 +307,45 @@ class Partitions:
             return self._read_leased(block=block)
         if self.one_call:
             return self._read_in_one_call(ids, block=block)
+        return self._read_each(ids, block=block)[0]
+
+    def read_new(self) -> tuple[list[Entry], bool]:
+        """New entries, waiting for them when none are waiting, and whether the first of them came after a wait
+        (``StreamConsumer.read_new`` lingers only then). One pass takes what is waiting: on one Redis a read
+        without BLOCK before the blocking one, on a cluster the round of reads ``read`` makes before it blocks
+        on one partition. Entries the pass finds right after a read that found nothing (a cluster's block on
+        another partition ran out; with leases, whose reads never block, the round before paused) came after a
+        wait too."""
+        if self.leases is not None:
+            entries, blocked = self._read_leased(block=True), False
+        elif not (ids := dict.fromkeys(self.streams, ">")):
+            return [], False
+        elif not self.one_call:
+            entries, blocked = self._read_each(ids, block=True)
+        else:
+            entries, blocked = self._read_in_one_call(ids, block=False), False
+            if not entries:
+                entries, blocked = self._read_in_one_call(ids, block=True), True
+        waited = blocked or self._found_nothing
+        self._found_nothing = not entries
+        return entries, waited and bool(entries)
+
+    def _read_each(self, ids: dict[str, str], *, block: bool) -> tuple[list[Entry], bool]:
+        """A round of non-blocking reads, one per partition, then (with ``block``, when it found nothing) a
+        blocking read of one partition; the entries, and whether it blocked."""
         wanted = {io.stream: {name: ids[name] for name in io.streams if name in ids} for io in self.ios}
         in_turn = [io for io in self._in_turn() if wanted[io.stream]]
         batches = self.each(lambda io: io.read(wanted[io.stream], block=False), only=in_turn)
         entries = [entry for batch in batches for entry in batch]
         if entries or not block:
-            return entries
+            return entries, False
         answering = [io for io in in_turn if io.stream not in self.unavailable()]
         if not answering:
-            return []
+            return [], False
         self._turn += 1
         wait = self.block_ms if len(self.ios) == 1 else self._idle_block_ms()
         blocked = self.each(lambda io: io.read(wanted[io.stream], block=True, block_ms=wait), only=answering[:1])
-        return [entry for batch in blocked for entry in batch]
+        return [entry for batch in blocked for entry in batch], True
 
     def _read_leased(self, *, block: bool) -> list[Entry]:
         """New entries of the partitions whose lease this process holds, each read only while it holds it

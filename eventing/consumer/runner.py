@@ -189,11 +189,9 @@ class StreamConsumer:
         holds what came meanwhile: up to twice the read count in all."""
         if not (block and self.linger):
             return self.read(">", block=block)
-        entries = self.read(">", block=False)
-        if entries:
-            return entries
-        entries = self.read(">", block=True)
-        if entries and len(entries) < self.partitions.count and not stop.wait(self.linger):
+        self.rebalance()
+        entries, waited = self.partitions.read_new()
+        if waited and entries and len(entries) < self.partitions.count and not stop.wait(self.linger):
             entries += self.read(">", block=False)
         return entries
 

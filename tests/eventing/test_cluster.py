@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from redis.cluster import RedisCluster
 
+from eventing.consumer.partitions import CLUSTER_IDLE_BLOCK_MS
 from eventing.consumer.runner import StreamConsumer
 from eventing.contract import consumers as registry
 from eventing.contract.envelope import Envelope
@@ -30,6 +31,7 @@ from inventory.services import stock_item_create
 from orders.models import CatalogItem, Order
 from orders.read_models import OrderView
 from orders.services import OrderLineIn, order_cancel, order_place
+from tests.eventing.test_consumer import counting, stock_added, xadd
 from tests.helpers import ALL_CONSUMERS, pump, scratch_consumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -273,6 +275,48 @@ def test_a_consumer_started_from_the_beginning_catches_up_on_every_partition(red
 
     assert from_log == len(SKUS)
     assert sorted(seen) == sorted(str(event_id) for event_id in OutboxEvent.objects.values_list("event_id", flat=True))
+
+
+def test_an_idle_live_read_without_leases_makes_one_round_then_blocks_and_what_it_finds_next_lingers(
+    settings, redis_client, stream, monkeypatch
+):
+    """Without leases, an idle read is one round of non-blocking reads, one per partition, then one blocking
+    read of one partition (P + 1 reads, not a second round first). An entry found on another partition by the
+    round after that block ran out came after a wait, so its batch lingers for more."""
+    settings.EVENTING_LEASE_TTL_MS = 0
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"inventory": 300}
+    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=5000)
+    consumer.ensure_group()
+    assert consumer.partitions.leases is None and not consumer.partitions.one_call
+    reads = [counting(monkeypatch, io, "read") for io in consumer.partitions.ios]
+
+    assert consumer.read_new(block=True, stop=threading.Event()) == []
+    assert sorted(sum((reads_of_one for reads_of_one in reads), []), key=lambda call: call["block"]) == [
+        *[{"block": False}] * PARTITIONS,
+        {"block": True, "block_ms": CLUSTER_IDLE_BLOCK_MS},
+    ]
+    partitions = [io.stream for io in consumer.partitions.ios]
+    blocked_on = next(io.stream for io, calls in zip(consumer.partitions.ios, reads, strict=True) if len(calls) == 2)
+    blocks_next = partitions[(partitions.index(blocked_on) + 1) % PARTITIONS]  # taken in turn
+
+    # Neither comes where the next read blocks: that block runs out, and the round after it finds the first.
+    others = [partition for partition in partitions if partition not in (blocked_on, blocks_next)]
+    arrive = [
+        threading.Timer(0.05, lambda: xadd(redis_client, others[0], stock_added("L-1"))),
+        threading.Timer(0.25, lambda: xadd(redis_client, others[1], stock_added("L-2"))),
+    ]
+    for timer in arrive:
+        timer.start()
+    try:
+        batch = []
+        for _ in range(20):  # blocks of at most 0.1 s on one partition, in turn: two seconds at most
+            batch = consumer.read_new(block=True, stop=threading.Event())
+            if batch:
+                break
+    finally:
+        for timer in arrive:
+            timer.join(timeout=5)
+    assert sorted(entry.stream for entry in batch) == sorted(others[:2])
 
 
 def test_one_partition_on_a_cluster_is_the_stream_itself_written_with_its_hash_tag(settings, redis_client, stream):

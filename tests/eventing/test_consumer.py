@@ -12,6 +12,7 @@ from eventing.consumer.runner import StreamConsumer
 from eventing.contract import consumers as registry
 from eventing.contract.envelope import Envelope
 from eventing.models import DeadLetter, ProcessedEvent
+from eventing.transport.streams import partition_streams
 from inventory.events import StockAdded, StockReserved
 from inventory.read_models import StockView
 from orders.events import OrderConfirmed, OrderCreated
@@ -364,6 +365,63 @@ def test_a_consumer_behind_takes_the_entries_waiting_without_its_linger(redis_cl
     finally:
         later.join(timeout=5)
     assert len(late) == 1 and late[0].id not in waiting
+
+
+def counting(monkeypatch, target, name: str) -> list[dict]:
+    """Each call of ``target.name`` (a real read) from now on: its keyword arguments."""
+    calls: list[dict] = []
+    real = getattr(target, name)
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, counted)
+    return calls
+
+
+def test_with_leases_an_idle_live_read_makes_one_round_and_what_comes_after_its_pause_lingers(
+    redis_client, stream, settings, monkeypatch
+):
+    """Leased reads never block: an idle read is one round over the partitions, then a pause. What the round
+    after that pause finds came after a wait, so the batch lingers for more; what waits for a busy consumer
+    does not."""
+    settings.EVENTING_PARTITIONS = 2
+    settings.EVENTING_LINGER_MS_BY_CONSUMER = {"inventory": 300}
+    first, second = partition_streams()
+    consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=5000)
+    consumer.ensure_group()
+    consumer.rebalance(force=True)
+    assert consumer.partitions.leases is not None and sorted(consumer.partitions.leases.held) == [first, second]
+    reads = counting(monkeypatch, consumer.partitions.leases, "read_new")
+
+    assert consumer.read_new(block=True, stop=threading.Event()) == []
+    assert sorted(call["partition"] for call in reads) == [first, second]  # one round, not two
+
+    arrive = [
+        threading.Timer(0.05, lambda: xadd(redis_client, first, stock_added("L-1"))),
+        threading.Timer(0.1, lambda: xadd(redis_client, second, stock_added("L-2"))),
+    ]
+    for timer in arrive:
+        timer.start()
+    try:
+        batch = []
+        for _ in range(100):  # rounds 20 ms apart until the first comes: two seconds at most
+            batch = consumer.read_new(block=True, stop=threading.Event())
+            if batch:
+                break
+    finally:
+        for timer in arrive:
+            timer.join(timeout=5)
+    assert sorted(entry.stream for entry in batch) == [first, second]  # the second came during the linger
+
+    waiting = xadd(redis_client, first, stock_added("W-1"))  # came while the last batch was applied
+    later = threading.Timer(0.05, lambda: xadd(redis_client, second, stock_added("W-LATE")))
+    later.start()
+    try:
+        assert [entry.id for entry in consumer.read_new(block=True, stop=threading.Event())] == [waiting]
+    finally:
+        later.join(timeout=5)
 
 
 def test_the_projections_consumer_lingers_by_default_and_a_setting_overrides_any_consumers_linger(settings):
