@@ -1,6 +1,7 @@
 import logging
 
 import pytest
+from rest_framework.test import APIClient
 
 from eventing.contract import context
 
@@ -27,3 +28,17 @@ def test_log_records_carry_the_bound_correlation_id(caplog):
         assert context.get_causation_id() == "evt-1"
     logger.info("outside")
     assert [(r.getMessage(), r.correlation_id) for r in caplog.records] == [("inside", "corr-1"), ("outside", "-")]
+
+
+@pytest.mark.parametrize(
+    ("client", "path", "status"),
+    [("api", "/api/orders/00000000-0000-0000-0000-000000000000/", 404), ("anonymous", "/api/orders/", 401)],
+)
+def test_a_refused_request_is_logged_once_with_its_correlation_id(request, caplog, client, path, status):
+    caplog.handler.addFilter(context.CorrelationIdFilter())
+    http = request.getfixturevalue("api") if client == "api" else APIClient()
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = http.get(path, HTTP_X_CORRELATION_ID="refused-1")
+    assert response.status_code == status
+    logged = [record for record in caplog.records if record.name == "django.request"]
+    assert [(r.getMessage(), r.correlation_id) for r in logged] == [(f"{response.reason_phrase}: {path}", "refused-1")]
