@@ -26,8 +26,8 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 
 class FieldErrorsSerializer(serializers.Serializer[Any]):
-    """Input that breaks a rule: each bad field names its messages. A list's field holds one entry per item
-    (empty for a good item), or the list's own messages under ``non_field_errors``."""
+    """Input that breaks a rule: each bad field names its messages. A list's field holds the messages of each
+    bad item under the item's index (from 0), or the list's own messages under ``non_field_errors``."""
 
 
 class FieldErrorsExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]  # registers itself
@@ -43,7 +43,7 @@ class FieldErrorsExtension(OpenApiSerializerExtension):  # type: ignore[no-untyp
             "description": inspect.cleandoc(FieldErrorsSerializer.__doc__ or ""),
             "minProperties": 1,
             "additionalProperties": {"oneOf": [messages, itself]},
-            "example": {"lines": [{}, {"sku": ["Unknown sku 'NOPE-1'."]}]},
+            "example": {"lines": {"1": {"sku": ["Unknown sku 'NOPE-1'."]}}},
         }
 
     def get_name(self, auto_schema: openapi.AutoSchema, direction: str) -> str:

@@ -81,9 +81,10 @@ def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
     if len(lines) > MAX_LINES:
         return {"lines": [f"An order may have at most {MAX_LINES} lines, got {len(lines)}."]}
     known = _known_skus({line.sku for line in lines})
-    errors: list[dict[str, list[str]]] = []
+    # Keyed by the line's index, the failing lines only: the shape of DRF's own errors for a list.
+    errors: dict[int, dict[str, list[str]]] = {}
     seen: set[str] = set()
-    for line in lines:
+    for index, line in enumerate(lines):
         line_errors: dict[str, list[str]] = {}
         if line.sku not in known:
             line_errors["sku"] = [f"Unknown sku {line.sku!r}."]
@@ -94,8 +95,9 @@ def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
         elif line.quantity > MAX_QUANTITY:
             line_errors["quantity"] = [f"Must be at most {MAX_QUANTITY}."]
         seen.add(line.sku)
-        errors.append(line_errors)
-    return {"lines": errors} if any(errors) else {}
+        if line_errors:
+            errors[index] = line_errors
+    return {"lines": errors} if errors else {}
 
 
 def _known_skus(skus: set[str]) -> set[str]:

@@ -115,6 +115,19 @@ def test_bad_orders_get_400_with_field_errors_and_nothing_is_written(staff_api, 
     assert not Order.objects.exists()
 
 
+def test_a_lines_errors_are_keyed_by_the_index_of_each_failing_line_whichever_rule_it_breaks(staff_api, stock):
+    """The serializer's checks (the quantity's type and range) and the service's (the catalogue, a sku twice)
+    answer in one shape: DRF's for a list, the failing lines by index."""
+    lines = [{"sku": "A-1", "quantity": 1}, {"sku": "A-1", "quantity": 0}]
+    assert staff_api.post(ORDERS, {"customer_id": "a", "lines": lines}, format="json").json() == {
+        "lines": {"1": {"quantity": ["Must be a positive integer."]}}
+    }
+    lines = [{"sku": "A-1", "quantity": 1}, {"sku": "NOPE", "quantity": 1}, {"sku": "A-1", "quantity": 2}]
+    assert staff_api.post(ORDERS, {"customer_id": "a", "lines": lines}, format="json").json() == {
+        "lines": {"1": {"sku": ["Unknown sku 'NOPE'."]}, "2": {"sku": ["Sku 'A-1' appears on more than one line."]}}
+    }
+
+
 def test_malformed_json_gets_400(api):
     response = api.generic("POST", ORDERS, "{not json", content_type="application/json")
     assert response.status_code == 400
