@@ -76,12 +76,13 @@ def customer_scope(*, user: AbstractBaseUser | AnonymousUser, customer_id: str |
 
 
 def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
+    """The lines' errors in the shape of DRF's own for a list: the list's under ``non_field_errors``, else
+    the failing lines' keyed by their index."""
     if not lines:
-        return {"lines": ["An order needs at least one line."]}
+        return {"lines": {"non_field_errors": ["An order needs at least one line."]}}
     if len(lines) > MAX_LINES:
-        return {"lines": [f"An order may have at most {MAX_LINES} lines, got {len(lines)}."]}
+        return {"lines": {"non_field_errors": [f"An order may have at most {MAX_LINES} lines, got {len(lines)}."]}}
     known = _known_skus({line.sku for line in lines})
-    # Keyed by the line's index, the failing lines only: the shape of DRF's own errors for a list.
     errors: dict[int, dict[str, list[str]]] = {}
     seen: set[str] = set()
     for index, line in enumerate(lines):

@@ -77,6 +77,17 @@ def test_bad_orders_are_refused_with_field_errors_and_write_nothing(lines, field
     assert not OutboxEvent.objects.exists()
 
 
+def test_line_errors_take_the_shape_of_drfs_own_for_a_list():
+    with pytest.raises(InvalidInput) as empty:
+        place()
+    assert empty.value.field_errors == {"lines": {"non_field_errors": ["An order needs at least one line."]}}
+    with pytest.raises(InvalidInput) as twice:
+        place(("SKU-1", 1), ("NOPE", 1), ("SKU-1", 2))
+    assert twice.value.field_errors == {
+        "lines": {1: {"sku": ["Unknown sku 'NOPE'."]}, 2: {"sku": ["Sku 'SKU-1' appears on more than one line."]}}
+    }
+
+
 def test_stock_answers_confirm_or_reject_only_pending_orders():
     confirmed, rejected = place(("SKU-1", 1)), place(("SKU-2", 1))
     placed_at = confirmed.updated_at
