@@ -31,7 +31,7 @@ from inventory.services import stock_item_create
 from orders.models import CatalogItem, Order
 from orders.read_models import OrderView
 from orders.services import OrderLineIn, order_cancel, order_place
-from tests.eventing.test_consumer import counting, stock_added, xadd
+from tests.eventing.test_consumer import counting, live_read_while_arriving
 from tests.helpers import ALL_CONSUMERS, pump, scratch_consumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -301,21 +301,9 @@ def test_an_idle_live_read_without_leases_makes_one_round_then_blocks_and_what_i
 
     # Neither comes where the next read blocks: that block runs out, and the round after it finds the first.
     others = [partition for partition in partitions if partition not in (blocked_on, blocks_next)]
-    arrive = [
-        threading.Timer(0.05, lambda: xadd(redis_client, others[0], stock_added("L-1"))),
-        threading.Timer(0.25, lambda: xadd(redis_client, others[1], stock_added("L-2"))),
-    ]
-    for timer in arrive:
-        timer.start()
-    try:
-        batch = []
-        for _ in range(20):  # blocks of at most 0.1 s on one partition, in turn: two seconds at most
-            batch = consumer.read_new(block=True, stop=threading.Event())
-            if batch:
-                break
-    finally:
-        for timer in arrive:
-            timer.join(timeout=5)
+    # Blocks of at most 0.1 s on one partition, in turn: two seconds at most.
+    arrive = (0.05, others[0], "L-1"), (0.25, others[1], "L-2")
+    batch = live_read_while_arriving(consumer, redis_client, *arrive, tries=20)
     assert sorted(entry.stream for entry in batch) == sorted(others[:2])
 
 

@@ -36,6 +36,22 @@ def stock_added(sku: str = "A-1", *, version: int = 1, on_hand: int = 5) -> Enve
     )
 
 
+def live_read_while_arriving(consumer, redis_client, *arrivals: tuple[float, str, str], tries: int = 1) -> list:
+    """The live loop's first read that finds entries, of at most ``tries``, while each ``(seconds, stream, sku)``
+    arrives: a STOCK_ADDED of that sku added to that stream that long after the first read began."""
+    timers = [threading.Timer(delay, xadd, args=(redis_client, to, stock_added(sku))) for delay, to, sku in arrivals]
+    for timer in timers:
+        timer.start()
+    try:
+        for _ in range(tries):
+            if batch := consumer.read_new(block=True, stop=threading.Event()):
+                return batch
+        return []
+    finally:
+        for timer in timers:
+            timer.join(timeout=5)
+
+
 def pending_count(redis_client, stream: str, group: str) -> int:
     return redis_client.xpending(stream, group)["pending"]
 
@@ -328,17 +344,7 @@ def test_a_live_batch_short_of_the_read_count_waits_its_linger_for_more_entries(
     consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=5000)
     consumer.ensure_group()
     # Nothing waits: the read blocks for the first entry, then lingers for what comes within 300 ms.
-    arrive = [
-        threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("L-1"))),
-        threading.Timer(0.1, lambda: xadd(redis_client, stream, stock_added("L-2"))),
-    ]
-    for timer in arrive:
-        timer.start()
-    try:
-        batch = consumer.read_new(block=True, stop=threading.Event())
-    finally:
-        for timer in arrive:
-            timer.join(timeout=5)
+    batch = live_read_while_arriving(consumer, redis_client, (0.05, stream, "L-1"), (0.1, stream, "L-2"))
     assert len(batch) == 2  # the one that came 50 ms after the first joined its batch
 
     xadd(redis_client, stream, stock_added("L-3"))
@@ -356,14 +362,9 @@ def test_a_consumer_behind_takes_the_entries_waiting_without_its_linger(redis_cl
     consumer = StreamConsumer(name="inventory", consumer_id="c1", block_ms=5000)
     consumer.ensure_group()
     waiting = [xadd(redis_client, stream, stock_added(f"W-{n}")) for n in range(3)]
-    later = threading.Timer(0.05, lambda: xadd(redis_client, stream, stock_added("W-LATE")))
-    later.start()
-    try:
-        batch = consumer.read_new(block=True, stop=threading.Event())
-        assert [entry.id for entry in batch] == waiting
-        late = consumer.read_new(block=True, stop=threading.Event())  # blocks until it comes, then lingers
-    finally:
-        later.join(timeout=5)
+    batch = live_read_while_arriving(consumer, redis_client, (0.05, stream, "W-LATE"))
+    assert [entry.id for entry in batch] == waiting
+    late = consumer.read_new(block=True, stop=threading.Event())
     assert len(late) == 1 and late[0].id not in waiting
 
 
@@ -398,30 +399,13 @@ def test_with_leases_an_idle_live_read_makes_one_round_and_what_comes_after_its_
     assert consumer.read_new(block=True, stop=threading.Event()) == []
     assert sorted(call["partition"] for call in reads) == [first, second]  # one round, not two
 
-    arrive = [
-        threading.Timer(0.05, lambda: xadd(redis_client, first, stock_added("L-1"))),
-        threading.Timer(0.1, lambda: xadd(redis_client, second, stock_added("L-2"))),
-    ]
-    for timer in arrive:
-        timer.start()
-    try:
-        batch = []
-        for _ in range(100):  # rounds 20 ms apart until the first comes: two seconds at most
-            batch = consumer.read_new(block=True, stop=threading.Event())
-            if batch:
-                break
-    finally:
-        for timer in arrive:
-            timer.join(timeout=5)
+    # Rounds 20 ms apart until the first comes: two seconds at most.
+    batch = live_read_while_arriving(consumer, redis_client, (0.05, first, "L-1"), (0.1, second, "L-2"), tries=100)
     assert sorted(entry.stream for entry in batch) == [first, second]  # the second came during the linger
 
     waiting = xadd(redis_client, first, stock_added("W-1"))  # came while the last batch was applied
-    later = threading.Timer(0.05, lambda: xadd(redis_client, second, stock_added("W-LATE")))
-    later.start()
-    try:
-        assert [entry.id for entry in consumer.read_new(block=True, stop=threading.Event())] == [waiting]
-    finally:
-        later.join(timeout=5)
+    batch = live_read_while_arriving(consumer, redis_client, (0.05, second, "W-LATE"))
+    assert [entry.id for entry in batch] == [waiting]
 
 
 def test_the_projections_consumer_lingers_by_default_and_a_setting_overrides_any_consumers_linger(settings):
