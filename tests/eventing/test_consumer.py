@@ -491,6 +491,24 @@ def test_acks_waiting_for_a_read_that_fails_go_with_the_next_one(redis_client, s
     assert pending_count(redis_client, stream, "probe") == 0
 
 
+def test_acks_waiting_for_an_ack_that_fails_go_with_the_next_read(redis_client, stream, probe):
+    consumer = StreamConsumer(name="probe", consumer_id="c1")
+    consumer.ensure_group()
+    consumer.retry_due()
+    xadd(redis_client, stream, stock_added("F-1"))
+    consumer.process(consumer.read_new(block=False, stop=threading.Event()), ack_with_next_read=True)
+    reachable = consumer.partitions.redis
+    consumer.partitions.redis = redis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with pytest.raises(redis.ConnectionError):
+        consumer.partitions.flush_acks()
+    consumer.partitions.redis = reachable
+    assert pending_count(redis_client, stream, "probe") == 1
+    # The loop's restart re-reads its own pending entries: the acks go first, so nothing is applied again.
+    consumer.drain_pending(threading.Event())
+    assert consumer.processed == 1
+    assert pending_count(redis_client, stream, "probe") == 0
+
+
 def test_a_loop_told_to_stop_sends_the_acks_of_its_last_batch(redis_client, stream, monkeypatch):
     stopper = scratch_consumer(monkeypatch, "stopper")
     stop = threading.Event()
