@@ -475,33 +475,25 @@ def test_a_live_batchs_acks_go_with_the_next_read(redis_client, stream, probe):
     assert [item["message_id"] for item in redis_client.xpending_range(stream, "probe", "-", "+", 10)] == [newest]
 
 
-def test_acks_waiting_for_a_read_that_fails_go_with_the_next_one(redis_client, stream, probe):
+@pytest.mark.parametrize(
+    ("client", "fails"),
+    [
+        ("raw", lambda consumer: consumer.read_new(block=False, stop=threading.Event())),  # a read's round trip
+        ("redis", lambda consumer: consumer.partitions.flush_acks()),  # an ack's own
+    ],
+    ids=["read", "ack"],
+)
+def test_acks_waiting_for_a_round_trip_that_fails_go_with_the_next_read(redis_client, stream, probe, client, fails):
     consumer = StreamConsumer(name="probe", consumer_id="c1")
     consumer.ensure_group()
     consumer.retry_due()
     xadd(redis_client, stream, stock_added("F-1"))
     consumer.process(consumer.read_new(block=False, stop=threading.Event()), ack_with_next_read=True)
-    reachable = consumer.partitions.raw
-    consumer.partitions.raw = redis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    reachable = getattr(consumer.partitions, client)
+    setattr(consumer.partitions, client, redis.Redis.from_url("redis://127.0.0.1:1/0"))  # nothing listens on port 1
     with pytest.raises(redis.ConnectionError):
-        consumer.read_new(block=False, stop=threading.Event())
-    consumer.partitions.raw = reachable
-    assert pending_count(redis_client, stream, "probe") == 1
-    assert consumer.read_new(block=False, stop=threading.Event()) == []
-    assert pending_count(redis_client, stream, "probe") == 0
-
-
-def test_acks_waiting_for_an_ack_that_fails_go_with_the_next_read(redis_client, stream, probe):
-    consumer = StreamConsumer(name="probe", consumer_id="c1")
-    consumer.ensure_group()
-    consumer.retry_due()
-    xadd(redis_client, stream, stock_added("F-1"))
-    consumer.process(consumer.read_new(block=False, stop=threading.Event()), ack_with_next_read=True)
-    reachable = consumer.partitions.redis
-    consumer.partitions.redis = redis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
-    with pytest.raises(redis.ConnectionError):
-        consumer.partitions.flush_acks()
-    consumer.partitions.redis = reachable
+        fails(consumer)
+    setattr(consumer.partitions, client, reachable)
     assert pending_count(redis_client, stream, "probe") == 1
     # The loop's restart re-reads its own pending entries: the acks go first, so nothing is applied again.
     consumer.drain_pending(threading.Event())
