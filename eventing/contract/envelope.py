@@ -127,9 +127,17 @@ class Envelope:
     received_at: datetime | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def wrap(cls, event: Event, *, aggregate_version: int, trace: dict[str, str] | None = None) -> Envelope:
+    def wrap(
+        cls,
+        event: Event,
+        *,
+        aggregate_version: int,
+        trace: dict[str, str] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Envelope:
         """Envelope a new event, inheriting the ids bound to the current unit of work and ``trace``, the
-        W3C trace context of the span it is raised in."""
+        W3C trace context of the span it is raised in. ``data`` is the event's data as JSON carries it, when
+        the caller already has it (``validate_event`` returns it), a copy the envelope keeps."""
         event_id = new_event_id()
         return cls(
             id=event_id,
@@ -142,7 +150,7 @@ class Envelope:
             aggregate_type=event.AGGREGATE_TYPE,
             aggregate_id=event.aggregate_id,
             aggregate_version=aggregate_version,
-            data=json.loads(json.dumps(event.to_data())),
+            data=json.loads(json.dumps(event.to_data())) if data is None else data,
             traceparent=(trace or {}).get("traceparent"),
             tracestate=(trace or {}).get("tracestate"),
         )

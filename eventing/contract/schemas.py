@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from eventing.contract.envelope import FIELD_MAX_LENGTHS, TRACE_FIELDS
 from eventing.contract.errors import InvalidEvent
@@ -133,18 +133,18 @@ def example(*, schema: dict[str, Any]) -> Any:
     return {"string": "x", "integer": 1, "boolean": True}.get(str(kind))
 
 
-def validate_event(*, event: Event) -> None:
+def validate_event(*, event: Event) -> dict[str, Any]:
     """Refuse an event that does not fit its own schema, before it is published: a wrong
-    type anywhere, a missing or undeclared key in a nested object, or a value JSON cannot hold."""
+    type anywhere, a missing or undeclared key in a nested object, or a value JSON cannot hold.
+    The event's data as JSON carries it (a copy of its own, for ``Envelope.wrap``)."""
     data = event.to_data()
     errors = type(event).data_errors(data, strict=True)
     if not errors:
         try:
-            json.dumps(data, allow_nan=False)
+            return cast(dict[str, Any], json.loads(json.dumps(data, allow_nan=False)))
         except (TypeError, ValueError) as exc:
             errors = [f"data is not JSON: {exc}"]
-    if errors:
-        raise InvalidEvent(f"{event.TYPE} v{event.VERSION} does not fit its schema: {'; '.join(errors[:5])}")
+    raise InvalidEvent(f"{event.TYPE} v{event.VERSION} does not fit its schema: {'; '.join(errors[:5])}")
 
 
 # -- Facts ----------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ def record_event(sender: Any, *, event: Event, aggregate_version: int, **kwargs:
         raise EventError(f"{event.TYPE} was sent outside transaction.atomic; it would not commit with its change")
     if event_class(event.TYPE) is not type(event):
         raise EventError(f"{type(event).__name__} is not the registered class for {event.TYPE}")
-    validate_event(event=event)
+    data = validate_event(event=event)
     # The trace context of the request or the consumer span raising it: its consumers continue that trace.
-    envelope = Envelope.wrap(event, aggregate_version=aggregate_version, trace=tracing.trace_headers())
+    envelope = Envelope.wrap(event, aggregate_version=aggregate_version, trace=tracing.trace_headers(), data=data)
     # Its aggregate's partition: all the events of one order, reservation or item in one stream, in order.
     stream = stream_for(envelope.aggregate_id)
     payload = envelope.to_json()

@@ -15,7 +15,7 @@ from eventing.contract import events
 from eventing.contract.envelope import Envelope
 from eventing.contract.errors import DeclarationError, InvalidEvent, OversizeEvent, UnsupportedVersion
 from eventing.contract.events import Event, register_event, registered_event_types, upcaster
-from eventing.contract.schemas import DIALECT, data_schema, envelope_schema, event_schema, type_schema
+from eventing.contract.schemas import DIALECT, data_schema, envelope_schema, event_schema, type_schema, validate_event
 from eventing.models import DeadLetter, OutboxEvent
 from eventing.readside.event_log import EventRecord
 from eventing.transport.outbox import record_event
@@ -180,6 +180,14 @@ def test_publishing_an_event_that_does_not_fit_its_schema_is_refused_before_the_
         # Nothing was written, not even a row its rollback would remove.
         assert not OutboxEvent.objects.exists()
     assert not OutboxEvent.objects.exists()
+
+
+def test_an_event_that_fits_gives_its_data_as_json_carries_it_in_a_copy_of_its_own():
+    event = stock_reserved([{"sku": "A-1", "quantity": 1}])
+    data = validate_event(event=event)
+    assert data == json.loads(json.dumps(dataclasses.asdict(event)))
+    data["lines"][0]["quantity"] = 9  # the envelope that keeps it never changes the event
+    assert event.lines == [{"sku": "A-1", "quantity": 1}]
 
 
 @pytest.mark.django_db(transaction=True)
