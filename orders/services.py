@@ -130,27 +130,30 @@ def _next_customer_seq(customer_id: str) -> int:
     return int(seq)
 
 
-@transaction.atomic
 def order_place(*, customer_id: str, lines: Sequence[OrderLineIn], channel: str = "api") -> Order:
+    """A PENDING order and its ORDER_CREATED, in one transaction. The lines are checked before it begins:
+    on SQLite it holds the one write lock from its first statement, and the catalogue they are checked
+    against only ever grows, so a sku known before is known inside."""
     errors = _line_errors(lines)
     if not customer_id:
         errors["customer_id"] = ["This field may not be blank."]
     if errors:
         raise InvalidInput(errors)
-    [order] = insert([Order(customer_id=customer_id, customer_seq=_next_customer_seq(customer_id))])
-    insert([OrderLine(order=order, sku=line.sku, quantity=line.quantity) for line in lines])
-    signals.order_created.send(
-        sender=Order,
-        event=OrderCreated(
-            order_id=str(order.id),
-            customer_id=customer_id,
-            customer_seq=order.customer_seq,
-            lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
-            placed_at=order.created_at.isoformat(),
-            channel=channel,
-        ),
-        aggregate_version=order.version,
-    )
+    with transaction.atomic():
+        [order] = insert([Order(customer_id=customer_id, customer_seq=_next_customer_seq(customer_id))])
+        insert([OrderLine(order=order, sku=line.sku, quantity=line.quantity) for line in lines])
+        signals.order_created.send(
+            sender=Order,
+            event=OrderCreated(
+                order_id=str(order.id),
+                customer_id=customer_id,
+                customer_seq=order.customer_seq,
+                lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
+                placed_at=order.created_at.isoformat(),
+                channel=channel,
+            ),
+            aggregate_version=order.version,
+        )
     logger.info("order %s placed by %s with %d line(s)", order.id, customer_id, len(lines))
     return order
 

@@ -1,7 +1,8 @@
 import json
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from core.exceptions import InvalidInput
 from eventing.models import OutboxEvent
@@ -75,6 +76,22 @@ def test_bad_orders_are_refused_with_field_errors_and_write_nothing(lines, field
     assert not Order.objects.exists()
     assert not OrderLine.objects.exists()
     assert not OutboxEvent.objects.exists()
+
+
+def test_the_lines_are_checked_before_the_transaction_takes_the_write_lock():
+    """On SQLite the order's transaction holds the one write lock from its first statement: the catalogue
+    is read before it, and a refused order never opens it."""
+    with CaptureQueriesContext(connection) as refused, pytest.raises(InvalidInput):
+        place(("NOPE", 1))
+    with CaptureQueriesContext(connection) as placed:
+        place(("SKU-1", 1))
+
+    def kinds(queries: CaptureQueriesContext) -> list[str]:
+        # Inside the test's own transaction, the order's atomic block is a savepoint.
+        return [query["sql"].split()[0].upper() for query in queries.captured_queries]
+
+    assert "SAVEPOINT" not in kinds(refused)
+    assert kinds(placed)[:2] == ["SELECT", "SAVEPOINT"]
 
 
 def test_line_errors_take_the_shape_of_drfs_own_for_a_list():
