@@ -51,8 +51,10 @@ def republished(system: System) -> int:
 
 
 def snapshot(system: System, streams: list[str]) -> dict[str, tuple[int, str]]:
-    """(length, last id) of each stream."""
-    return {s: (system.redis.xlen(s), system.redis.xinfo_stream(s)["last-generated-id"]) for s in streams}
+    """(length, last id) of each stream, from one XINFO STREAM each so that the two agree (read by two calls,
+    an entry added between them made lost_at_kill -1)."""
+    infos = {s: system.redis.xinfo_stream(s) for s in streams}
+    return {s: (info["length"], info["last-generated-id"]) for s, info in infos.items()}
 
 
 def survived(system: System, before: dict[str, tuple[int, str]]) -> int:
