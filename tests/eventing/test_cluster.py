@@ -44,9 +44,10 @@ PARTITIONS = 4
 @pytest.fixture(scope="session")
 def cluster_url() -> str:
     """The local cluster, started when it is not running (a second start is a no-op)."""
-    subprocess.run(
-        [str(ROOT / "scripts" / "services"), "start", "redis-cluster"], check=True, capture_output=True, timeout=120
+    started = subprocess.run(
+        [str(ROOT / "scripts" / "services"), "start", "redis-cluster"], capture_output=True, text=True, timeout=120
     )
+    assert started.returncode == 0, started.stdout + started.stderr  # the script says why it could not start it
     return f"redis+cluster://127.0.0.1:{CLUSTER_PORT}/0"
 
 
