@@ -71,10 +71,10 @@ def test_a_restarted_cluster_whose_first_master_loads_a_large_aof_comes_back_as_
         # Keys of a slot the first master serves (it answers MOVED for the others): its AOF grows large.
         tag = next(tag for tag in (f"{{t{i}}}" for i in itertools.count()) if cli(first, "set", tag, "v") == "OK")
         cli(first, "eval", FILL, "0", str(WRITES), tag)
-        nodes_before = cli(first, "cluster", "myid")
+        node_id = cli(first, "cluster", "myid")
         services(env, "stop", "redis-cluster")
         services(env, "start", "redis-cluster")
-        assert cli(first, "cluster", "myid") == nodes_before
+        assert cli(first, "cluster", "myid") == node_id
         assert "cluster_state:ok" in cli(first, "cluster", "info")
         assert cli(first, "dbsize") == str(WRITES + 1)
     finally:
