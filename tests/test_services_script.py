@@ -13,18 +13,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.system import free_cluster_port, free_port, port_open
+from tests.e2e.system import free_cluster_port, free_port, port_open, run_services
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "services"
 # Enough writes that replaying them from the AOF outlasts starting the other two masters of a cluster
 # (checked: with the start waiting only for the port, both tests fail).
 WRITES = 500_000
 FILL = "for i = 1, tonumber(ARGV[1]) do redis.call('set', ARGV[2] .. i, 'v') end"
-
-
-def services(env: dict[str, str], *args: str) -> None:
-    result = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def cli(port: int, *args: str) -> str:
@@ -52,30 +46,30 @@ def free_cluster_ports() -> int:
 def test_a_restarted_redis_answers_its_first_command_as_soon_as_the_start_returns(tmp_path):
     port = free_port()
     env = script_env(tmp_path, REDIS_PORT=port)
-    services(env, "start", "redis")
+    run_services("start", "redis", env=env)
     try:
         cli(port, "eval", FILL, "0", str(WRITES), "k")
-        services(env, "stop", "redis")
-        services(env, "start", "redis")
+        run_services("stop", "redis", env=env)
+        run_services("start", "redis", env=env)
         assert cli(port, "ping") == "PONG"
         assert cli(port, "dbsize") == str(WRITES)
     finally:
-        services(env, "stop", "redis")
+        run_services("stop", "redis", env=env)
 
 
 def test_a_restarted_cluster_whose_first_master_loads_a_large_aof_comes_back_as_it_was(tmp_path):
     first = free_cluster_ports()
     env = script_env(tmp_path, REDIS_CLUSTER_PORT=first)
-    services(env, "start", "redis-cluster")
+    run_services("start", "redis-cluster", env=env)
     try:
         # Keys of a slot the first master serves (it answers MOVED for the others): its AOF grows large.
         tag = next(tag for tag in (f"{{t{i}}}" for i in itertools.count()) if cli(first, "set", tag, "v") == "OK")
         cli(first, "eval", FILL, "0", str(WRITES), tag)
         node_id = cli(first, "cluster", "myid")
-        services(env, "stop", "redis-cluster")
-        services(env, "start", "redis-cluster")
+        run_services("stop", "redis-cluster", env=env)
+        run_services("start", "redis-cluster", env=env)
         assert cli(first, "cluster", "myid") == node_id
         assert "cluster_state:ok" in cli(first, "cluster", "info")
         assert cli(first, "dbsize") == str(WRITES + 1)
     finally:
-        services(env, "stop", "redis-cluster")
+        run_services("stop", "redis-cluster", env=env)

@@ -38,6 +38,15 @@ def make_run_web_env() -> dict[str, str]:
     return {"WEB_CONCURRENCY": str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"])}
 
 
+def run_services(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> str:
+    """What ``scripts/services <args>`` prints; when it fails, an AssertionError carrying its output (why)."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "services"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"scripts/services {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 POSTGRES_URL = os.environ.get("E2E_POSTGRES_URL", "postgres://postgres@127.0.0.1:5433/eventmono")
 
@@ -203,13 +212,7 @@ class FerretDBServer(ServerProcess):
     @staticmethod
     def binary() -> str:
         """The patched binary scripts/services builds (its path carries the patches' digest)."""
-        return subprocess.run(
-            [str(ROOT / "scripts" / "services"), "ferretdb-bin"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        ).stdout.strip()
+        return run_services("ferretdb-bin", timeout=600).strip()
 
     def __init__(self, workdir: Path) -> None:
         super().__init__("ferretdb", workdir)

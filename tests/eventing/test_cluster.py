@@ -6,10 +6,8 @@ refused by a master nor by the client before sending."""
 import io
 import json
 import os
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -31,12 +29,12 @@ from inventory.services import stock_item_create
 from orders.models import CatalogItem, Order
 from orders.read_models import OrderView
 from orders.services import OrderLineIn, order_cancel, order_place
+from tests.e2e.system import run_services
 from tests.eventing.test_consumer import counting, live_read_while_arriving
 from tests.helpers import ALL_CONSUMERS, pump, scratch_consumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_PORT = int(os.environ.get("REDIS_CLUSTER_PORT", "7101"))
 PARTITIONS = 4
 
@@ -44,10 +42,7 @@ PARTITIONS = 4
 @pytest.fixture(scope="session")
 def cluster_url() -> str:
     """The local cluster, started when it is not running (a second start is a no-op)."""
-    started = subprocess.run(
-        [str(ROOT / "scripts" / "services"), "start", "redis-cluster"], capture_output=True, text=True, timeout=120
-    )
-    assert started.returncode == 0, started.stdout + started.stderr  # the script says why it could not start it
+    run_services("start", "redis-cluster", timeout=120)
     return f"redis+cluster://127.0.0.1:{CLUSTER_PORT}/0"
 
 
