@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import runpy
 import signal
 import socket
@@ -57,12 +58,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (the port + 10000) is free too."""
+# Redis Cluster's bus port for a node on port P (Redis's fixed offset).
+CLUSTER_BUS_OFFSET = 10000
+# The servers a test starts listen from here up to the kernel's ports for outgoing connections (cluster nodes 10000
+# lower, so their bus ports are here): clear of every fixed port of scripts/services (Redis 6380, FerretDB 27018,
+# PostgreSQL 5433, the cluster's 7101-7103 and their bus ports 17101-17103).
+SERVER_PORTS_FROM = 28000
+_handed_out: set[int] = set()
+
+
+def server_ports(count: int = 1, *, cluster_bus: bool = False) -> int:
+    """The first of ``count`` consecutive ports for servers a test starts, and may restart on the same port:
+    each free to bind now and not handed out before in this process (with ``cluster_bus``, its Redis Cluster bus
+    port too), all below the kernel's range of ports for outgoing connections.
+
+    A port from that range (what binding port 0 hands out) can become the local end of any connection to any
+    server at any moment: before the server binds it, or while a test has the server down. Then the server
+    aborts (seen in CI: a cluster node failed with "Failed listening on port 49436 (cluster)", a port that no
+    server listened on)."""
+    first_outgoing = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    shift = CLUSTER_BUS_OFFSET if cluster_bus else 0
+    firsts = range(SERVER_PORTS_FROM - shift, min(first_outgoing, 65536) - count + 1 - shift)
+    assert len(firsts) > 100, f"too few ports below the outgoing range ({first_outgoing}) for test servers"
+    pick = random.SystemRandom()  # not the random module's state, which a test may have seeded
     while True:
-        port = free_port()
-        if port + 10000 < 65536 and not port_open(port + 10000):
-            return port
+        first = pick.choice(firsts)
+        ports = [port + bus for port in range(first, first + count) for bus in {0, shift}]
+        if not _handed_out.intersection(ports) and all(bindable(port) for port in ports):
+            _handed_out.update(ports)
+            return first
+
+
+def bindable(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:``port`` now: no socket, listening or connected, holds it."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def mongo_uri(base_uri: str, database: str) -> str:
@@ -92,7 +126,7 @@ class ServerProcess:
         self.name = name
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = server_ports()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -137,7 +171,7 @@ class RedisClusterNode(ServerProcess):
 
     def __init__(self, workdir: Path, index: int) -> None:
         super().__init__(f"redis-cluster-{index}", workdir)
-        self.port = free_cluster_port()
+        self.port = server_ports(cluster_bus=True)
 
     def command(self) -> list[str]:
         return [
