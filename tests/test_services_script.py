@@ -67,8 +67,8 @@ def test_a_restarted_cluster_whose_first_master_loads_a_large_aof_comes_back_as_
 
 
 def test_the_tests_give_servers_ports_no_outgoing_connection_can_hold():
-    """A port from the kernel's range for outgoing connections was taken, as the local end of some connection,
-    just before a cluster node of the last test bound it as its bus port, and the node aborted (seen in CI)."""
+    """In CI a cluster node of the test above aborted: its bus port, from the kernel's range for outgoing
+    connections, was taken though no server listened on it (most likely the local end of some connection)."""
     first_outgoing = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     clusters = [server_ports(3, cluster_bus=True) for _ in range(20)]
     singles = [server_ports() for _ in range(20)]

@@ -74,8 +74,8 @@ def server_ports(count: int = 1, *, cluster_bus: bool = False) -> int:
 
     A port from that range (what binding port 0 hands out) can become the local end of any connection to any
     server at any moment: before the server binds it, or while a test has the server down. Then the server
-    aborts (seen in CI: a cluster node failed with "Failed listening on port 49436 (cluster)", a port that no
-    server listened on)."""
+    aborts (seen in CI: a cluster node failed with "Failed listening on port 49436 (cluster)", a bus port on
+    which no server listened when it was checked)."""
     first_outgoing = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     shift = CLUSTER_BUS_OFFSET if cluster_bus else 0
     firsts = range(SERVER_PORTS_FROM - shift, min(first_outgoing, 65536) - count + 1 - shift)
