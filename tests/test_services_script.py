@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.system import CLUSTER_BUS_OFFSET, run_services, server_ports
+from tests.e2e.system import CLUSTER_BUS_OFFSET, first_outgoing_port, run_services, server_ports
 
 # Enough writes that replaying them from the AOF outlasts starting the other two masters of a cluster
 # (checked: with the start waiting only for the port, both tests fail).
@@ -69,7 +69,7 @@ def test_a_restarted_cluster_whose_first_master_loads_a_large_aof_comes_back_as_
 def test_the_tests_give_servers_ports_no_outgoing_connection_can_hold():
     """In CI a cluster node of the test above aborted: its bus port, from the kernel's range for outgoing
     connections, was taken though no server listened on it (most likely the local end of some connection)."""
-    first_outgoing = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first_outgoing = first_outgoing_port()
     clusters = [server_ports(3, cluster_bus=True) for _ in range(20)]
     singles = [server_ports() for _ in range(20)]
     ports = [port + bus for first in clusters for port in range(first, first + 3) for bus in (0, CLUSTER_BUS_OFFSET)]

@@ -67,6 +67,11 @@ SERVER_PORTS_FROM = 28000
 _handed_out: set[int] = set()
 
 
+def first_outgoing_port() -> int:
+    """The first port of the kernel's range for the local ends of outgoing connections."""
+    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+
 def server_ports(count: int = 1, *, cluster_bus: bool = False) -> int:
     """The first of ``count`` consecutive ports for servers a test starts, and may restart on the same port:
     each free to bind now and not handed out before in this process (with ``cluster_bus``, its Redis Cluster bus
@@ -76,9 +81,9 @@ def server_ports(count: int = 1, *, cluster_bus: bool = False) -> int:
     server at any moment: before the server binds it, or while a test has the server down. Then the server
     aborts (seen in CI: a cluster node failed with "Failed listening on port 49436 (cluster)", a bus port on
     which no server listened when it was checked)."""
-    first_outgoing = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first_outgoing = first_outgoing_port()
     shift = CLUSTER_BUS_OFFSET if cluster_bus else 0
-    firsts = range(SERVER_PORTS_FROM - shift, min(first_outgoing, 65536) - count + 1 - shift)
+    firsts = range(SERVER_PORTS_FROM - shift, first_outgoing - count + 1 - shift)
     assert len(firsts) > 100, f"too few ports below the outgoing range ({first_outgoing}) for test servers"
     pick = random.SystemRandom()  # not the random module's state, which a test may have seeded
     while True:
@@ -122,11 +127,11 @@ def port_open(port: int) -> bool:
 class ServerProcess:
     """A server a test starts, kills and restarts from its own data directory."""
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, *, cluster_bus: bool = False) -> None:
         self.name = name
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = server_ports()
+        self.port = server_ports(cluster_bus=cluster_bus)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -170,8 +175,7 @@ class RedisClusterNode(ServerProcess):
     """One master of a Redis Cluster, configured as scripts/services runs the local cluster."""
 
     def __init__(self, workdir: Path, index: int) -> None:
-        super().__init__(f"redis-cluster-{index}", workdir)
-        self.port = server_ports(cluster_bus=True)
+        super().__init__(f"redis-cluster-{index}", workdir, cluster_bus=True)
 
     def command(self) -> list[str]:
         return [
