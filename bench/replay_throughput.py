@@ -49,6 +49,7 @@ from eventing.contract.envelope import Envelope  # noqa: E402
 from eventing.readside.replay import replay_views  # noqa: E402
 from inventory.events import StockAdded, StockReserved  # noqa: E402
 from orders.events import OrderConfirmed, OrderCreated  # noqa: E402
+from tests.e2e.system import server_ports  # noqa: E402
 
 SKUS = [f"SKU-{i}" for i in range(50)]
 
@@ -109,14 +110,6 @@ def make_log(total: int) -> list[dict]:
     return docs
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
@@ -136,7 +129,7 @@ def main() -> None:
 
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
         subprocess.run([*manage, "createsuperuser", "--noinput"], env=env, check=True, cwd=ROOT, capture_output=True)
-        port = free_port()
+        port = server_ports()
         web = subprocess.Popen(
             [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
             env=env,

@@ -52,12 +52,6 @@ FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 POSTGRES_URL = os.environ.get("E2E_POSTGRES_URL", "postgres://postgres@127.0.0.1:5433/eventmono")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # Redis Cluster's bus port for a node on port P (Redis's fixed offset).
 CLUSTER_BUS_OFFSET = 10000
 # The servers a test starts listen from here up to the kernel's ports for outgoing connections (cluster nodes 10000
@@ -73,7 +67,7 @@ def first_outgoing_port() -> int:
 
 
 def server_ports(count: int = 1, *, cluster_bus: bool = False) -> int:
-    """The first of ``count`` consecutive ports for servers a test starts, and may restart on the same port:
+    """The first of ``count`` consecutive ports for servers a test or bench starts, and may restart on the same port:
     each free to bind now and not handed out before in this process (with ``cluster_bus``, its Redis Cluster bus
     port too), all below the kernel's range of ports for outgoing connections.
 
@@ -280,7 +274,7 @@ class System:
         self.workdir = workdir
         self.stream = f"e2e-{tag}"
         self.mongo_db = f"e2e_{tag}"
-        self.port = free_port()
+        self.port = server_ports()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.consumers = consumers or DEFAULT_CONSUMERS
         self.redis: RedisClient = client_for(redis_url, decode_responses=True, socket_timeout=10)
