@@ -1,3 +1,4 @@
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -6,6 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from core.api import Pagination, PositiveQuantityField, paginated_response
@@ -23,12 +25,20 @@ from core.openapi import (
 from eventing.contract.context import get_correlation_id
 from orders.models import Order
 from orders.selectors import customer_order_list, order_view_get
-from orders.services import MAX_LINES, OrderLineIn, customer_scope, order_cancel, order_place
+from orders.services import (
+    MAX_LINES,
+    OrderLineIn,
+    customer_scope,
+    order_cancel,
+    order_line_sku_errors,
+    order_place,
+)
 
 # The view is written by the projections consumer once the order's events arrive: until then, and for
 # another customer's order, a read is a 404.
 NOT_IN_VIEW = "No such order, another customer's, or not in the order view yet (a just-placed order, for a moment)."
 ANOTHER_CUSTOMER = "A customer named another customer's id."
+NON_FIELD_ERRORS = api_settings.NON_FIELD_ERRORS_KEY
 
 
 def _required_customer(request: Request, customer_id: str | None) -> str:
@@ -50,6 +60,28 @@ def _accepted(order: Order) -> dict[str, Any]:
     return OrderAcceptedSerializer(
         {"id": order.id, "status": order.status, "correlation_id": get_correlation_id()}
     ).data
+
+
+def _with_catalogue_errors(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
+    """The order's input ``serializer``'s errors, and the catalogue's for every line whose sku it found no fault
+    with (an unknown sku, one on two lines): one answer names every fault, where the service would check the
+    catalogue only once the serializer had none to report."""
+    errors, data = serializer.errors, serializer.initial_data
+    lines = data.get("lines") if isinstance(data, Mapping) else None
+    line_errors = errors.get("lines", {})
+    if not isinstance(lines, list) or not isinstance(line_errors, dict) or NON_FIELD_ERRORS in line_errors:
+        return errors  # no list of lines to check: missing, not a list, empty or too long
+    sku = OrderListCreateApi.InputSerializer.LineSerializer().fields["sku"]
+    skus = {
+        index: sku.run_validation(line["sku"])
+        for index, line in enumerate(lines)
+        if isinstance(line, dict) and not line_errors.get(index, {}).keys() & {"sku", NON_FIELD_ERRORS}
+    }
+    found = order_line_sku_errors(skus=skus)
+    if not found:
+        return errors
+    merged = {**line_errors, **{index: {"sku": found[index], **line_errors.get(index, {})} for index in found}}
+    return {**errors, "lines": dict(sorted(merged.items()))}
 
 
 # Where a client goes from an order id; each link names how the source response carries it.
@@ -131,7 +163,9 @@ class OrderListCreateApi(APIView):
                 "Accepted: the order is PENDING.",
                 links=_order_links("$response.body#/id"),
             ),
-            400: bad_request("A field breaks a rule (an unknown sku, a sku twice, a quantity out of range, …)."),
+            400: bad_request(
+                "Fields break rules (an unknown sku, a sku twice, a quantity out of range, …): every fault at once."
+            ),
             401: UNAUTHENTICATED,
             403: CSRF_ONLY,
             404: error(ANOTHER_CUSTOMER),
@@ -150,7 +184,8 @@ class OrderListCreateApi(APIView):
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            raise serializers.ValidationError(_with_catalogue_errors(serializer))
         data = serializer.validated_data
         order = order_place(
             channel="api",

@@ -1,5 +1,5 @@
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,23 +82,36 @@ def _line_errors(lines: Sequence[OrderLineIn]) -> dict[str, Any]:
         return {"lines": {"non_field_errors": ["An order needs at least one line."]}}
     if len(lines) > MAX_LINES:
         return {"lines": {"non_field_errors": [f"An order may have at most {MAX_LINES} lines, got {len(lines)}."]}}
-    known = _known_skus({line.sku for line in lines})
+    sku_errors = order_line_sku_errors(skus=dict(enumerate(line.sku for line in lines)))
     errors: dict[int, dict[str, list[str]]] = {}
-    seen: set[str] = set()
     for index, line in enumerate(lines):
         line_errors: dict[str, list[str]] = {}
-        if line.sku not in known:
-            line_errors["sku"] = [f"Unknown sku {line.sku!r}."]
-        elif line.sku in seen:
-            line_errors["sku"] = [f"Sku {line.sku!r} appears on more than one line."]
+        if index in sku_errors:
+            line_errors["sku"] = sku_errors[index]
         if isinstance(line.quantity, bool) or not isinstance(line.quantity, int) or line.quantity < 1:
             line_errors["quantity"] = ["Must be a positive integer."]
         elif line.quantity > MAX_QUANTITY:
             line_errors["quantity"] = [f"Must be at most {MAX_QUANTITY}."]
-        seen.add(line.sku)
         if line_errors:
             errors[index] = line_errors
     return {"lines": errors} if errors else {}
+
+
+def order_line_sku_errors(*, skus: Mapping[int, str]) -> dict[int, list[str]]:
+    """The catalogue's rules for the skus of an order's lines (at most MAX_LINES), given and answered by line
+    index: a sku the catalogue does not hold, or one an earlier line names. One query, none for no sku."""
+    if len(skus) > MAX_LINES:
+        raise ValueError(f"at most {MAX_LINES} lines are checked, got {len(skus)}")
+    known = _known_skus(set(skus.values())) if skus else set()
+    errors: dict[int, list[str]] = {}
+    seen: set[str] = set()
+    for index, sku in sorted(skus.items()):
+        if sku not in known:
+            errors[index] = [f"Unknown sku {sku!r}."]
+        elif sku in seen:
+            errors[index] = [f"Sku {sku!r} appears on more than one line."]
+        seen.add(sku)
+    return errors
 
 
 def _known_skus(skus: set[str]) -> set[str]:

@@ -118,7 +118,7 @@ def test_bad_orders_get_400_with_field_errors_and_nothing_is_written(staff_api, 
 def test_a_lines_errors_are_keyed_by_the_index_of_each_failing_line_whichever_rule_it_breaks(staff_api, stock):
     """The serializer's checks (the quantity's type and range) and the service's (the catalogue, a sku twice)
     answer in one shape: DRF's for a list, the failing lines by index."""
-    lines = [{"sku": "A-1", "quantity": 1}, {"sku": "A-1", "quantity": 0}]
+    lines = [{"sku": "A-1", "quantity": 1}, {"sku": "B-1", "quantity": 0}]
     assert staff_api.post(ORDERS, {"customer_id": "a", "lines": lines}, format="json").json() == {
         "lines": {"1": {"quantity": ["Must be a positive integer."]}}
     }
@@ -126,6 +126,37 @@ def test_a_lines_errors_are_keyed_by_the_index_of_each_failing_line_whichever_ru
     assert staff_api.post(ORDERS, {"customer_id": "a", "lines": lines}, format="json").json() == {
         "lines": {"1": {"sku": ["Unknown sku 'NOPE'."]}, "2": {"sku": ["Sku 'A-1' appears on more than one line."]}}
     }
+
+
+def test_one_answer_names_the_serializers_faults_and_the_catalogues_together(staff_api, stock):
+    """A bad quantity on one line does not hide an unknown sku, or a sku twice, on others (or on the same line),
+    nor does a bad customer id; a line whose sku is itself malformed is not looked up."""
+    lines = [
+        {"sku": "NOPE", "quantity": 0},
+        {"sku": "A-1", "quantity": "1"},
+        {"sku": " A-1 ", "quantity": 1},
+        {"sku": "", "quantity": 1},
+        "not a line",
+        {"sku": "B-1", "quantity": 1},
+    ]
+    body = {"customer_id": "a" * 65, "lines": lines}
+    assert staff_api.post(ORDERS, body, format="json").json() == {
+        "customer_id": ["Ensure this field has no more than 64 characters."],
+        "lines": {
+            "0": {"sku": ["Unknown sku 'NOPE'."], "quantity": ["Must be a positive integer."]},
+            "1": {"quantity": ["Must be a positive integer."]},
+            "2": {"sku": ["Sku 'A-1' appears on more than one line."]},
+            "3": {"sku": ["This field may not be blank."]},
+            "4": {"non_field_errors": ["Invalid data. Expected a dictionary, but got str."]},
+        },
+    }
+    # With no list of lines to check, the serializer's answer stands alone.
+    assert staff_api.post(ORDERS, {"customer_id": "a" * 65, "lines": []}, format="json").json() == {
+        "customer_id": ["Ensure this field has no more than 64 characters."],
+        "lines": {"non_field_errors": ["This list may not be empty."]},
+    }
+    assert staff_api.post(ORDERS, [{"sku": "NOPE", "quantity": 0}], format="json").status_code == 400
+    assert not Order.objects.exists()
 
 
 def test_malformed_json_gets_400(api):

@@ -14,6 +14,7 @@ from orders.services import (
     OrderNotFound,
     order_cancel,
     order_confirm,
+    order_line_sku_errors,
     order_place,
     order_reject,
 )
@@ -103,6 +104,22 @@ def test_line_errors_take_the_shape_of_drfs_own_for_a_list():
     assert twice.value.field_errors == {
         "lines": {1: {"sku": ["Unknown sku 'NOPE'."]}, 2: {"sku": ["Sku 'SKU-1' appears on more than one line."]}}
     }
+
+
+def test_the_catalogues_rules_answer_by_the_index_they_are_given_in_one_query_or_none():
+    with CaptureQueriesContext(connection) as queries:
+        assert order_line_sku_errors(skus={}) == {}
+    assert not queries.captured_queries
+    with CaptureQueriesContext(connection) as queries:
+        found = order_line_sku_errors(skus={5: "SKU-1", 0: "NOPE", 7: "SKU-1", 2: "NOPE"})
+    assert found == {
+        0: ["Unknown sku 'NOPE'."],
+        2: ["Unknown sku 'NOPE'."],
+        7: ["Sku 'SKU-1' appears on more than one line."],
+    }
+    assert len(queries.captured_queries) == 1
+    with pytest.raises(ValueError, match="at most 100 lines"):
+        order_line_sku_errors(skus={i: f"SKU-{i}" for i in range(MAX_LINES + 1)})
 
 
 def test_stock_answers_confirm_or_reject_only_pending_orders():
