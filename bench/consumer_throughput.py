@@ -7,8 +7,10 @@ P1, in this process, --rounds times on a fresh stream of --events STOCK_ADDED en
 the relay writes: type, data, timestamp), each read by its own group:
 
 - raw: XREADGROUP COUNT 100 and one variadic XACK per batch (redis-py, reading bytes, as the
-  consumer's GroupIO does): what Redis alone allows (the same loop with a json.loads of each envelope is
-  printed for reference: no consumer that reads the envelope can beat it);
+  consumer's GroupIO does): what Redis alone allows. Two more loops are printed for reference: the same
+  with a json.loads of each envelope, and the same with ``Envelope.from_json`` of each (the envelope read
+  and checked as the consumer reads it, and nothing else: no event built, no handler called). No consumer
+  that reads its envelopes can beat the second;
 - idempotent: a StreamConsumer whose only handler is a no-op idempotent one, run_until_idle()
   (target ≥ 0.7x raw);
 - transactional: the same with a no-op transactional handler, so every chunk goes through the inbox
@@ -175,19 +177,23 @@ def drained(client: redis.Redis, stream: str, group: str) -> bool:
     return info["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"]
 
 
-def raw_read(client: redis.Redis, reader: redis.Redis, stream: str, events: int, *, parse: bool = False) -> float:
+def raw_read(client: redis.Redis, reader: redis.Redis, stream: str, events: int, *, parse: str = "") -> float:
     """XREADGROUP COUNT 100 and one XACK per batch until the group has read everything: Redis's own rate.
-    ``reader`` reads bytes, as the consumers do. With ``parse``, each entry's envelope is also decoded and
-    json.loads-ed: the floor of any consumer that reads it."""
-    group = f"{RAW_GROUP}-json" if parse else RAW_GROUP
+    ``reader`` reads bytes, as the consumers do. With ``parse``, each entry's envelope is also read: "json",
+    decoded and json.loads-ed; "envelope", read and checked by ``Envelope.from_json`` as the consumer reads
+    it, and nothing more: the floor of any consumer that reads its envelopes."""
+    group = f"{RAW_GROUP}-{parse}" if parse else RAW_GROUP
     client.xgroup_create(stream, group, id="0")
     done = 0
     start = time.perf_counter()
     while response := reader.xreadgroup(group, "raw", {stream: ">"}, count=READ_COUNT):
         entries = response[0][1]
-        if parse:
+        if parse == "json":
             for _entry_id, fields in entries:
                 json.loads(fields[b"data"].decode())
+        elif parse == "envelope":
+            for _entry_id, fields in entries:
+                Envelope.from_json(fields[b"data"])
         reader.xack(stream, group, *(entry_id for entry_id, _fields in entries))
         done += len(entries)
     elapsed = time.perf_counter() - start
@@ -268,7 +274,8 @@ def p1_round(client: redis.Redis, round_no: int, profilers: dict | None = None) 
     ProcessedEvent.objects.all().delete()  # every round starts from an empty inbox
     reader = redis.Redis.from_url(settings.REDIS_URL, decode_responses=False)  # bytes, as GroupIO reads
     rates = {"raw": ARGS.events / raw_read(client, reader, stream, ARGS.events)}
-    rates["raw_json"] = ARGS.events / raw_read(client, reader, stream, ARGS.events, parse=True)
+    rates["raw_json"] = ARGS.events / raw_read(client, reader, stream, ARGS.events, parse="json")
+    rates["raw_envelope"] = ARGS.events / raw_read(client, reader, stream, ARGS.events, parse="envelope")
     # Each mode's run reads the stream with groups of its own; the order rotates by round, so a machine that
     # speeds up or slows down during a round favours no mode.
     modes = TELEMETRY_MODES[round_no % 3 :] + TELEMETRY_MODES[: round_no % 3]
@@ -473,7 +480,8 @@ def main() -> None:
             rates = p1_round(client, round_no, profilers if last else None)
             rounds.append(rates)
             print(
-                f"P1 round {round_no + 1}: raw {rates['raw']:.0f} ev/s (raw+json {rates['raw_json']:.0f}),"
+                f"P1 round {round_no + 1}: raw {rates['raw']:.0f} ev/s (raw+json {rates['raw_json']:.0f},"
+                f" raw+envelope {rates['raw_envelope']:.0f}),"
                 f" idempotent {rates['idempotent']:.0f} ev/s, transactional {rates['transactional']:.0f} ev/s;"
                 f" bare {rates['idempotent_bare']:.0f} / {rates['transactional_bare']:.0f},"
                 f" traced {rates['idempotent_traced']:.0f} / {rates['transactional_traced']:.0f}"
@@ -513,6 +521,7 @@ def main() -> None:
     if rounds:
         raw = statistics.median(r["raw"] for r in rounds)
         raw_json = statistics.median(r["raw_json"] for r in rounds)
+        raw_envelope = statistics.median(r["raw_envelope"] for r in rounds)
         idem = statistics.median(r["idempotent"] for r in rounds)
         trans = statistics.median(r["transactional"] for r in rounds)
         idem_ratio = statistics.median(r["idempotent"] / r["raw"] for r in rounds)
@@ -524,7 +533,9 @@ def main() -> None:
             f"P1 raw: {raw:.0f} ev/s; idempotent: {idem:.0f} ev/s ({idem_ratio:.2f}x, target >= 0.7x);"
             f" transactional: {trans:.0f} ev/s ({trans_ratio:.2f}x, target >= 0.25x)",
             f"   (for reference, raw + json.loads of each envelope: {raw_json:.0f} ev/s,"
-            f" {statistics.median(r['raw_json'] / r['raw'] for r in rounds):.2f}x raw)",
+            f" {statistics.median(r['raw_json'] / r['raw'] for r in rounds):.2f}x raw;"
+            f" raw + Envelope.from_json of each, the floor of a consumer: {raw_envelope:.0f} ev/s,"
+            f" {statistics.median(r['raw_envelope'] / r['raw'] for r in rounds):.2f}x raw)",
         ]
         for path in ("idempotent", "transactional"):
             # Ratios per round, then the median: each round's modes ran seconds apart.
