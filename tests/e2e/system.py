@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from eventing.transport.client import RedisClient, client_for, server_starts
 from eventing.transport.streams import partition_streams, retry_stream, run_id_key
@@ -151,7 +153,32 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
 
 
-class RedisServer(ServerProcess):
+class RedisProcess(ServerProcess):
+    """A redis-server. It opens its port before it has replayed its AOF, and answers every command with LOADING until
+    then: a start returns once it answers PING, as scripts/services' does."""
+
+    def start(self) -> None:
+        super().start()
+        wait_for(self._loaded, timeout=60, what=f"{self.name} on port {self.port} to load its data")
+
+    def client_options(self) -> dict[str, Any]:
+        """How a client gets in (a server that asks for credentials or TLS says so)."""
+        return {}
+
+    def _loaded(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: see {self.dir / 'server.log'}")
+        # Retry(NoBackoff(), 0): redis-py would otherwise retry LOADING itself, backing off for seconds.
+        options = {"host": "127.0.0.1", "port": self.port, "socket_timeout": 2, **self.client_options()}
+        try:
+            with redis.Redis(**options, retry=Retry(NoBackoff(), 0)) as client:
+                return bool(client.ping())
+        except redis.BusyLoadingError:
+            return False
+
+
+class RedisServer(RedisProcess):
     """Debian's redis-server with AOF everysec, as scripts/services runs it."""
 
     def __init__(self, workdir: Path) -> None:
@@ -165,7 +192,7 @@ class RedisServer(ServerProcess):
         ]  # fmt: skip
 
 
-class RedisClusterNode(ServerProcess):
+class RedisClusterNode(RedisProcess):
     """One master of a Redis Cluster, configured as scripts/services runs the local cluster."""
 
     def __init__(self, workdir: Path, index: int) -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -44,6 +45,9 @@ class AclRedisServer(RedisServer):
             "+@all",
         ]
 
+    def client_options(self) -> dict[str, Any]:
+        return {"username": "bus", "password": PASSWORD}
+
 
 class TlsAclRedisServer(AclRedisServer):
     """The same, reached only over TLS, with a certificate of its own made for the test."""
@@ -61,6 +65,9 @@ class TlsAclRedisServer(AclRedisServer):
             *plain[:port], "--port", "0", "--tls-port", str(self.port), *plain[port + 2 :],
             "--tls-cert-file", str(self.ca), "--tls-key-file", str(self.dir / "key.pem"), "--tls-auth-clients", "no",
         ]  # fmt: skip
+
+    def client_options(self) -> dict[str, Any]:
+        return {**super().client_options(), "ssl": True, "ssl_ca_certs": str(self.ca)}
 
 
 @pytest.fixture
