@@ -13,12 +13,14 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.system import CLUSTER_BUS_OFFSET, first_outgoing_port, run_services, server_ports
-
-# Enough writes that replaying them from the AOF outlasts starting the other two masters of a cluster
-# (checked: with the start waiting only for the port, both tests fail).
-WRITES = 500_000
-FILL = "for i = 1, tonumber(ARGV[1]) do redis.call('set', ARGV[2] .. i, 'v') end"
+from tests.e2e.system import (
+    AOF_FILL,
+    AOF_WRITES,
+    CLUSTER_BUS_OFFSET,
+    first_outgoing_port,
+    run_services,
+    server_ports,
+)
 
 
 def cli(port: int, *args: str) -> str:
@@ -39,11 +41,11 @@ def test_a_restarted_redis_answers_its_first_command_as_soon_as_the_start_return
     env = script_env(tmp_path, REDIS_PORT=port)
     run_services("start", "redis", env=env)
     try:
-        cli(port, "eval", FILL, "0", str(WRITES), "k")
+        cli(port, "eval", AOF_FILL, "0", str(AOF_WRITES), "k")
         run_services("stop", "redis", env=env)
         run_services("start", "redis", env=env)
         assert cli(port, "ping") == "PONG"
-        assert cli(port, "dbsize") == str(WRITES)
+        assert cli(port, "dbsize") == str(AOF_WRITES)
     finally:
         run_services("stop", "redis", env=env)
 
@@ -72,13 +74,13 @@ def test_a_restarted_cluster_whose_first_master_loads_a_large_aof_comes_back_as_
     try:
         # Keys of a slot the first master serves (it answers MOVED for the others): its AOF grows large.
         tag = next(tag for tag in (f"{{t{i}}}" for i in itertools.count()) if cli(first, "set", tag, "v") == "OK")
-        cli(first, "eval", FILL, "0", str(WRITES), tag)
+        cli(first, "eval", AOF_FILL, "0", str(AOF_WRITES), tag)
         node_id = cli(first, "cluster", "myid")
         run_services("stop", "redis-cluster", env=env)
         run_services("start", "redis-cluster", env=env)
         assert cli(first, "cluster", "myid") == node_id
         assert "cluster_state:ok" in cli(first, "cluster", "info")
-        assert cli(first, "dbsize") == str(WRITES + 1)
+        assert cli(first, "dbsize") == str(AOF_WRITES + 1)
     finally:
         run_services("stop", "redis-cluster", env=env)
 

@@ -153,6 +153,13 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
 
 
+# Writes that make a Redis's AOF large: replaying AOF_WRITES of them takes a good part of a second, long enough to
+# catch a start that does not wait for it (checked: with starts waiting only for the port, the tests that use them
+# fail). AOF_FILL makes ARGV[1] of them, keys ARGV[2] .. i, in one EVAL.
+AOF_WRITES = 500_000
+AOF_FILL = "for i = 1, tonumber(ARGV[1]) do redis.call('set', ARGV[2] .. i, 'v') end"
+
+
 class RedisProcess(ServerProcess):
     """A redis-server. It opens its port before it has replayed its AOF, and answers every command with LOADING until
     then: a start returns once it answers PING, as scripts/services' does."""

@@ -10,12 +10,7 @@ import signal
 
 import redis
 
-from tests.e2e.system import RedisServer
-
-# Enough writes that replaying them from the AOF takes a good part of a second (checked: with the start waiting only
-# for the port, the test fails).
-WRITES = 500_000
-FILL = "for i = 1, tonumber(ARGV[1]) do redis.call('set', ARGV[2] .. i, 'v') end"
+from tests.e2e.system import AOF_FILL, AOF_WRITES, RedisServer
 
 
 def test_a_redis_killed_and_restarted_from_a_large_aof_answers_its_first_command(tmp_path):
@@ -24,9 +19,9 @@ def test_a_redis_killed_and_restarted_from_a_large_aof_answers_its_first_command
     try:
         # No retry: redis-py would retry a LOADING answer, which is what the start must make needless.
         client = redis.Redis.from_url(server.url, socket_timeout=10)
-        client.eval(FILL, 0, str(WRITES), "k")
+        client.eval(AOF_FILL, 0, str(AOF_WRITES), "k")
         server.kill(signal.SIGKILL)
         server.start()
-        assert client.dbsize() == WRITES
+        assert client.dbsize() == AOF_WRITES
     finally:
         server.stop()
